@@ -1,0 +1,56 @@
+"""Run a grid of experiment configs, one run folder per cell, appending to ``results.jsonl``."""
+
+from __future__ import annotations
+
+import json
+import logging
+import traceback
+from pathlib import Path
+from typing import Any, Callable
+
+from seqvae.config import ExperimentConfig
+
+__all__ = ["cell_name", "run_grid"]
+
+log = logging.getLogger(__name__)
+
+
+def cell_name(index: int, cfg: ExperimentConfig) -> str:
+    """A readable, unique folder name for grid cell ``index``."""
+    n = cfg.component_names()
+    regs = "+".join(n["regularizers"]) or "none"
+    return f"{index:03d}-{n['encoder']}-{n['decoder']}-{n['prior']}-{n['schedule']}-{regs}-s{cfg.train.seed}"
+
+
+def run_grid(
+    configs: list[ExperimentConfig],
+    out_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+    on_result: Callable[[dict[str, Any]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Train and evaluate every config; a failing cell is recorded (status ``failed``) and the grid goes on."""
+    from seqvae.training import run_experiment
+
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for i, cfg in enumerate(configs):
+        run_dir = out_dir / cell_name(i, cfg)
+        log.info("cell %d/%d: %s", i + 1, len(configs), run_dir.name)
+        try:
+            row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress)
+        except Exception as exc:  # one failed cell must not cost the rest of the grid
+            log.error("cell %s failed: %s", run_dir.name, exc)
+            log.debug("%s", traceback.format_exc())
+            names = cfg.component_names()
+            row = {**names, "seed": cfg.train.seed, "metrics": None, "collapsed": None,
+                   "components": {}, "run_dir": str(run_dir), "status": "failed",
+                   "error": f"{type(exc).__name__}: {exc}"}
+        with open(out_dir / "results.jsonl", "a", encoding="utf-8") as fh:
+            fh.write(json.dumps(row) + "\n")
+        rows.append(row)
+        if on_result:
+            on_result(row)
+    return rows

@@ -1,0 +1,94 @@
+"""Recurrent decoders ``lstm`` and ``gru``: autoregressive p(x|z) with a configurable z injection."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar, Literal
+
+import torch
+from einops import rearrange, repeat
+from pydantic import Field
+from torch import Tensor, nn
+
+from seqvae.config import ComponentConfig
+from seqvae.interfaces import BuildContext, Decoder
+
+__all__ = ["GRUDecoder", "LSTMDecoder", "RNNDecoderConfig"]
+
+
+class RNNDecoderConfig(ComponentConfig):
+    """Config of the recurrent decoders."""
+
+    hidden_size: int | None = Field(None, ge=1, description="Hidden size; None = model.hidden_size.")
+    num_layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
+    z_injection: Literal["init", "concat", "both"] = Field(
+        "both",
+        description="How z enters: the initial state (init), concatenated to every input (concat), or both.",
+    )
+    embed_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on input embeddings.")
+    output_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout before the vocabulary layer.")
+
+
+class _RNNDecoder(Decoder):
+    """An RNN language model conditioned on z.
+
+    With ``init``, the initial cell state is ``c0 = W z`` and the hidden state ``h0 = tanh(c0)``
+    (He et al. 2019); with ``concat`` z is appended to every input embedding.
+    """
+
+    Config = RNNDecoderConfig
+    cell: ClassVar[type[nn.RNNBase]]
+
+    def __init__(self, config: RNNDecoderConfig, ctx: BuildContext):
+        super().__init__(config, ctx)
+        self.hidden = config.hidden_size or ctx.hidden_size
+        self.layers = config.num_layers
+        self.concat = config.z_injection in ("concat", "both")
+        self.init = config.z_injection in ("init", "both")
+        self.embed = nn.Embedding(ctx.vocab_size, ctx.embed_dim, padding_idx=ctx.pad_id)
+        self.embed_dropout = nn.Dropout(config.embed_dropout)
+        in_dim = ctx.embed_dim + (ctx.latent_dim if self.concat else 0)
+        self.rnn = self.cell(in_dim, self.hidden, num_layers=self.layers, batch_first=True)
+        self.z_to_state = nn.Linear(ctx.latent_dim, self.layers * self.hidden) if self.init else None
+        self.output_dropout = nn.Dropout(config.output_dropout)
+        self.out = nn.Linear(self.hidden, ctx.vocab_size)
+
+    def _embed(self, tokens: Tensor, z: Tensor) -> Tensor:
+        x = self.embed_dropout(self.embed(tokens))  # b t e
+        if self.concat:
+            x = torch.cat([x, repeat(z, "b d -> b t d", t=tokens.shape[1])], dim=-1)  # b t (e+d)
+        return x
+
+    def _initial(self, z: Tensor) -> Tensor | tuple[Tensor, Tensor]:
+        if self.z_to_state is not None:
+            c0 = rearrange(self.z_to_state(z), "b (l h) -> l b h", l=self.layers).contiguous()
+        else:
+            c0 = z.new_zeros(self.layers, z.shape[0], self.hidden)
+        h0 = torch.tanh(c0) if self.z_to_state is not None else c0
+        return (h0, c0) if self.cell is nn.LSTM else h0
+
+    def forward(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor:
+        """Teacher-forced logits ``b t v`` for ``inputs: b t`` given ``z: b d``."""
+        out, _ = self.rnn(self._embed(inputs, z), self._initial(z))  # b t h
+        return self.out(self.output_dropout(out))  # b t v
+
+    def init_state(self, z: Tensor) -> dict[str, Any]:
+        """Decoding state before the first token."""
+        return {"z": z, "rnn": self._initial(z)}
+
+    def step(self, token: Tensor, state: dict[str, Any]) -> tuple[Tensor, dict[str, Any]]:
+        """Logits ``b v`` for the next position after feeding ``token: b``."""
+        out, rnn_state = self.rnn(self._embed(token[:, None], state["z"]), state["rnn"])  # b 1 h
+        logits = self.out(self.output_dropout(out[:, 0]))  # b v
+        return logits, {"z": state["z"], "rnn": rnn_state}
+
+
+class LSTMDecoder(_RNNDecoder):
+    """LSTM decoder (registry name ``lstm``)."""
+
+    cell = nn.LSTM
+
+
+class GRUDecoder(_RNNDecoder):
+    """GRU decoder (registry name ``gru``)."""
+
+    cell = nn.GRU

@@ -1,0 +1,68 @@
+"""Recurrent encoders ``lstm`` and ``gru``: q(z|x) = N(mean(x), diag(exp(logvar(x))))."""
+
+from __future__ import annotations
+
+from typing import ClassVar
+
+from einops import rearrange
+from pydantic import Field
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from seqvae.config import ComponentConfig
+from seqvae.interfaces import BuildContext, DiagonalGaussian, Encoder
+
+__all__ = ["GRUEncoder", "LSTMEncoder", "RNNEncoderConfig"]
+
+
+class RNNEncoderConfig(ComponentConfig):
+    """Config of the recurrent encoders."""
+
+    hidden_size: int | None = Field(None, ge=1, description="Hidden size; None = model.hidden_size.")
+    num_layers: int = Field(1, ge=1, le=16, description="Stacked recurrent layers.")
+    bidirectional: bool = Field(False, description="Read the sentence in both directions.")
+    dropout: float = Field(0.0, ge=0.0, lt=1.0, description="Dropout on the input embeddings.")
+
+
+class _RNNEncoder(Encoder):
+    """Embed, run the RNN over the packed sentence, map the last layer's final state to (mean, logvar).
+
+    Packing makes the result independent of padding, also for the backward direction.
+    """
+
+    Config = RNNEncoderConfig
+    cell: ClassVar[type[nn.RNNBase]]
+
+    def __init__(self, config: RNNEncoderConfig, ctx: BuildContext):
+        super().__init__(config, ctx)
+        hidden = config.hidden_size or ctx.hidden_size
+        self.directions = 2 if config.bidirectional else 1
+        self.embed = nn.Embedding(ctx.vocab_size, ctx.embed_dim, padding_idx=ctx.pad_id)
+        self.dropout = nn.Dropout(config.dropout)
+        self.rnn = self.cell(
+            ctx.embed_dim, hidden, num_layers=config.num_layers, batch_first=True,
+            bidirectional=config.bidirectional,
+        )
+        self.to_params = nn.Linear(hidden * self.directions, 2 * ctx.latent_dim)
+
+    def forward(self, tokens: Tensor, lengths: Tensor) -> DiagonalGaussian:
+        """Encode ``tokens: b t`` (``lengths: b`` real tokens each) into a posterior over ``b d``."""
+        x = self.dropout(self.embed(tokens))  # b t e
+        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, state = self.rnn(packed)
+        h_n = state[0] if isinstance(state, tuple) else state  # (l dir) b h
+        last = rearrange(h_n, "(l dir) b h -> l b (dir h)", dir=self.directions)[-1]  # b (dir h)
+        mean, logvar = self.to_params(last).chunk(2, dim=-1)  # b d, b d
+        return DiagonalGaussian(mean, logvar)
+
+
+class LSTMEncoder(_RNNEncoder):
+    """LSTM encoder (registry name ``lstm``)."""
+
+    cell = nn.LSTM
+
+
+class GRUEncoder(_RNNEncoder):
+    """GRU encoder (registry name ``gru``)."""
+
+    cell = nn.GRU

@@ -1,0 +1,284 @@
+"""Validated experiment configuration (pydantic v2). Importing this module does not import torch.
+
+A config names components by their registry name, never by an import path. A component slot
+accepts either a bare name (``"lstm"``) or a mapping (``{"kind": "lstm", "num_layers": 2}``); the
+mapping is validated by that component's own nested ``Config`` model, so every error carries its
+full path (``decoder.num_layers``) and all errors are reported in one pass.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SerializeAsAny,
+    ValidationError,
+)
+from pydantic_core import PydanticCustomError
+
+__all__ = [
+    "ComponentConfig",
+    "ConfigError",
+    "DataConfig",
+    "EvalConfig",
+    "ExperimentConfig",
+    "ModelConfig",
+    "TrainConfig",
+    "apply_overrides",
+    "format_validation_error",
+    "load_config_file",
+    "validate_experiment",
+]
+
+
+class ConfigError(ValueError):
+    """A configuration could not be read or validated. The message lists every problem."""
+
+
+class ComponentConfig(BaseModel):
+    """Base class of every component's nested ``Config`` (extra fields are forbidden)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    kind: str = Field(description="Registry name of the component.")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+
+def _component(kind: str, default: str | None):
+    """A ``BeforeValidator`` that turns a name or mapping into the component's own Config.
+
+    A mapping without ``kind`` means the slot's default component (``default``).
+    """
+
+    def validate(value: Any) -> Any:
+        from seqvae.registry import RegistryError, get_registry
+
+        if isinstance(value, ComponentConfig):
+            return value
+        if isinstance(value, str):
+            value = {"kind": value}
+        if not isinstance(value, dict):
+            raise PydanticCustomError(
+                "component_spec", "expected a {kind} name or a mapping with a 'kind' key", {"kind": kind}
+            )
+        if "kind" not in value and default is not None:
+            value = {**value, "kind": default}
+        if "kind" not in value or not isinstance(value["kind"], str):
+            raise PydanticCustomError("component_spec", "missing the string field 'kind'", {})
+        try:
+            cls = get_registry(kind).get(value["kind"])
+        except RegistryError as exc:
+            raise PydanticCustomError("unknown_component", "{msg}", {"msg": str(exc)}) from None
+        return cls.Config.model_validate(value)
+
+    return BeforeValidator(validate)
+
+
+def _ref(kind: str, default: str | None = None) -> Any:
+    return Annotated[SerializeAsAny[ComponentConfig], _component(kind, default)]
+
+
+EncoderRef = _ref("encoder", "lstm")
+DecoderRef = _ref("decoder", "lstm")
+PriorRef = _ref("prior", "gaussian")
+RegularizerRef = _ref("regularizer")
+ScheduleRef = _ref("schedule", "constant")
+DatasetRef = _ref("dataset", "synthetic")
+
+
+class ModelConfig(_Strict):
+    """Sizes shared by every component (passed to components through the build context)."""
+
+    latent_dim: int = Field(32, ge=1, le=4096, description="Size d of the latent z.")
+    embed_dim: int = Field(256, ge=1, le=8192, description="Token embedding size.")
+    hidden_size: int = Field(
+        256, ge=1, le=16384, description="Default hidden size of encoders/decoders that have one."
+    )
+
+
+class DataConfig(_Strict):
+    """Which corpus, and how it is batched."""
+
+    dataset: DatasetRef = Field("synthetic", description="Dataset name or mapping (registry 'dataset').")
+    batch_size: int = Field(32, ge=1, description="Training sentences per batch.")
+    eval_batch_size: int = Field(128, ge=1, description="Sentences per batch when evaluating.")
+    bucket_factor: int = Field(
+        50, ge=1, description="Sentences are sorted by length within pools of batch_size*bucket_factor."
+    )
+
+
+class TrainConfig(_Strict):
+    """Optimisation and the Lightning trainer."""
+
+    max_steps: int = Field(2000, ge=1, description="Optimizer steps (schedules see this as total_steps).")
+    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    grad_clip: float = Field(5.0, ge=0, description="Gradient-norm clip (0 = off).")
+    seed: int = Field(0, ge=0, description="Seed for Lightning, the data order and evaluation.")
+    precision: Literal["32-true", "bf16-mixed"] = Field("32-true", description="Lightning precision.")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="Lightning accelerator.")
+    log_every: int = Field(50, ge=1, description="Log training terms every N steps.")
+    val_every: int | None = Field(
+        None, ge=1, description="Validate (-ELBO on the valid split) every N steps; None = at the end."
+    )
+
+
+class EvalConfig(_Strict):
+    """Evaluation of a finished run."""
+
+    split: Literal["valid", "test"] = Field("test", description="Split the reported metrics use.")
+    au_threshold: float = Field(0.01, gt=0, description="AU counts dims with Var_x(E_q[z_d]) >= this.")
+    collapse_kl: float = Field(
+        0.1, ge=0, description="A run is collapsed when AU == 0 or KL (nats/sentence) < this."
+    )
+
+
+class ExperimentConfig(_Strict):
+    """One training run: the components, the sizes, the data, training and evaluation."""
+
+    encoder: EncoderRef = Field("lstm", description="Encoder q(z|x).")
+    decoder: DecoderRef = Field("lstm", description="Decoder p(x|z).")
+    prior: PriorRef = Field("gaussian", description="Prior p(z).")
+    schedule: ScheduleRef = Field("constant", description="KL weight schedule beta(step).")
+    regularizers: list[RegularizerRef] = Field(
+        default_factory=list, description="Regularizers, applied in order."
+    )
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    data: DataConfig = Field(default_factory=DataConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def component_names(self) -> dict[str, Any]:
+        """Names of the components in this config, by slot."""
+        return {
+            "encoder": self.encoder.kind,
+            "decoder": self.decoder.kind,
+            "prior": self.prior.kind,
+            "schedule": self.schedule.kind,
+            "regularizers": [r.kind for r in self.regularizers],
+            "dataset": self.data.dataset.kind,
+        }
+
+
+# ---------------------------------------------------------------------------------------- I/O
+
+
+def format_validation_error(err: ValidationError, source: str = "config") -> str:
+    """One message listing every error as ``path: problem (got value)``."""
+    lines = [f"Invalid {source}: {err.error_count()} error(s)"]
+    for e in err.errors(include_url=False):
+        path = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        got = ""
+        if e["type"] not in ("missing", "extra_forbidden", "unknown_component") and "input" in e:
+            got = f" (got {e['input']!r})"
+        elif e["type"] == "extra_forbidden":
+            got = " (unknown field)"
+        lines.append(f"  {path}: {e['msg']}{got}")
+    return "\n".join(lines)
+
+
+def load_config_file(path: str | Path) -> dict[str, Any]:
+    """Read a YAML or JSON config file into a dict (YAML with ``safe_load`` only).
+
+    Raises:
+        ConfigError: missing file, malformed YAML/JSON (with its line), or not a mapping.
+    """
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read config: {exc}") from None
+    try:
+        if path.suffix == ".json":
+            data = json.loads(text) if text.strip() else {}
+        else:
+            data = yaml.safe_load(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path}:{exc.lineno}: malformed JSON: {exc.msg}") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ConfigError(f"{where}: malformed YAML: {problem}") from None
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
+    return data
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply ``a.b=value`` overrides (values parsed as YAML scalars) to a raw config dict.
+
+    A component slot given as a bare name is expanded to ``{"kind": name}`` first, so
+    ``decoder.num_layers=2`` works on ``decoder: lstm``. List items are addressed by index.
+
+    Raises:
+        ConfigError: an override without ``=`` or with an empty path.
+    """
+    out = json.loads(json.dumps(raw))  # deep copy of plain data
+    for item in overrides:
+        key, sep, value_text = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE, e.g. decoder.num_layers=2")
+        try:
+            value = yaml.safe_load(value_text) if value_text.strip() else ""
+        except yaml.YAMLError:
+            value = value_text
+        parts = key.strip().split(".")
+        node: Any = out
+        for i, part in enumerate(parts[:-1]):
+            nxt = _child(node, part, item)
+            if isinstance(nxt, str):  # bare component name -> mapping
+                nxt = {"kind": nxt}
+                _set(node, part, nxt, item)
+            elif nxt is None:
+                nxt = {}
+                _set(node, part, nxt, item)
+            node = nxt
+        _set(node, parts[-1], value, item)
+    return out
+
+
+def _child(node: Any, part: str, item: str) -> Any:
+    if isinstance(node, list):
+        try:
+            return node[int(part)]
+        except (ValueError, IndexError):
+            raise ConfigError(f"--set {item!r}: '{part}' is not an index of a {len(node)}-item list") from None
+    if isinstance(node, dict):
+        return node.get(part)
+    raise ConfigError(f"--set {item!r}: '{part}' is inside a value that is not a mapping")
+
+
+def _set(node: Any, part: str, value: Any, item: str) -> None:
+    if isinstance(node, list):
+        _child(node, part, item)
+        node[int(part)] = value
+    elif isinstance(node, dict):
+        node[part] = value
+    else:
+        raise ConfigError(f"--set {item!r}: '{part}' is inside a value that is not a mapping")
+
+
+def validate_experiment(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
+    """Validate a raw dict into an :class:`ExperimentConfig`.
+
+    Raises:
+        ConfigError: listing every error with its path.
+    """
+    try:
+        return ExperimentConfig.model_validate(raw)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, source)) from None

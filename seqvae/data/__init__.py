@@ -1,0 +1,1 @@
+"""Vocabulary, corpora and batching."""

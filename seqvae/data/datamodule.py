@@ -1,0 +1,83 @@
+"""Length-bucketed batching and the Lightning data module."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, IterableDataset
+
+from seqvae.data.corpus import Corpus, TokenStore
+from seqvae.data.vocab import Vocab
+from seqvae.interfaces import Batch
+
+__all__ = ["BucketedBatches", "TextDataModule", "bucket_plan", "eval_batches"]
+
+
+def bucket_plan(
+    lengths: torch.Tensor, batch_size: int, bucket_factor: int, generator: torch.Generator
+) -> list[torch.Tensor]:
+    """Shuffled batches of indices whose sentences have similar lengths.
+
+    The split is shuffled, cut into pools of ``batch_size * bucket_factor`` sentences, each pool is
+    sorted by length and cut into batches, and the batch order is shuffled again.
+    """
+    perm = torch.randperm(len(lengths), generator=generator)
+    pool = batch_size * bucket_factor
+    batches: list[torch.Tensor] = []
+    for start in range(0, len(perm), pool):
+        chunk = perm[start : start + pool]
+        chunk = chunk[torch.argsort(lengths[chunk], stable=True)]
+        batches.extend(torch.split(chunk, batch_size))
+    order = torch.randperm(len(batches), generator=generator)
+    return [batches[i] for i in order.tolist()]
+
+
+def eval_batches(store: TokenStore, vocab: Vocab, batch_size: int) -> list[Batch]:
+    """Deterministic evaluation batches: the whole split sorted by length, then cut."""
+    order = torch.argsort(store.lengths, stable=True)
+    return [store.batch(idx, vocab) for idx in torch.split(order, batch_size)]
+
+
+class BucketedBatches(IterableDataset):
+    """An endless-per-epoch stream of bucketed training batches; a new order every epoch."""
+
+    def __init__(self, store: TokenStore, vocab: Vocab, batch_size: int, bucket_factor: int, seed: int):
+        super().__init__()
+        self.store, self.vocab = store, vocab
+        self.batch_size, self.bucket_factor, self.seed = batch_size, bucket_factor, seed
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return -(-len(self.store) // self.batch_size)
+
+    def __iter__(self) -> Iterator[Batch]:
+        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        self.epoch += 1
+        for idx in bucket_plan(self.store.lengths, self.batch_size, self.bucket_factor, g):
+            yield self.store.batch(idx, self.vocab)
+
+
+def _identity(x: Batch) -> Batch:
+    return x
+
+
+class TextDataModule(L.LightningDataModule):
+    """Serves a :class:`Corpus`: bucketed, reshuffled training batches and fixed evaluation batches."""
+
+    def __init__(self, corpus: Corpus, batch_size: int, eval_batch_size: int, bucket_factor: int, seed: int):
+        super().__init__()
+        self.corpus = corpus
+        self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
+        self.bucket_factor, self.seed = bucket_factor, seed
+
+    def train_dataloader(self) -> DataLoader:
+        ds = BucketedBatches(
+            self.corpus.split("train"), self.corpus.vocab, self.batch_size, self.bucket_factor, self.seed
+        )
+        return DataLoader(ds, batch_size=None, collate_fn=_identity)
+
+    def val_dataloader(self) -> DataLoader:
+        batches = eval_batches(self.corpus.split("valid"), self.corpus.vocab, self.eval_batch_size)
+        return DataLoader(batches, batch_size=None, collate_fn=_identity)

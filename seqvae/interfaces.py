@@ -1,0 +1,261 @@
+"""The component interfaces and the data types that flow between them.
+
+Shapes use einops letters: ``b`` batch, ``t`` time, ``v`` vocabulary, ``d`` latent, ``k`` samples.
+
+Every component is built as ``Component(config, ctx)``: ``config`` is the component's own nested
+pydantic ``Config`` (extra fields forbidden) and ``ctx`` a :class:`BuildContext` carrying the sizes
+that components share.
+"""
+
+from __future__ import annotations
+
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
+
+import torch
+from torch import Tensor, nn
+
+from seqvae.config import ComponentConfig
+
+if TYPE_CHECKING:
+    from pathlib import Path
+
+    from seqvae.data.corpus import Corpus
+
+__all__ = [
+    "Batch",
+    "BuildContext",
+    "DatasetBuilder",
+    "Decoder",
+    "DiagonalGaussian",
+    "Encoder",
+    "KL",
+    "Prior",
+    "Regularizer",
+    "Schedule",
+    "VAEOutput",
+]
+
+_LOG_2PI = math.log(2 * math.pi)
+
+
+@dataclass(frozen=True)
+class BuildContext:
+    """Sizes and special ids shared by all components of one model."""
+
+    vocab_size: int
+    pad_id: int
+    bos_id: int
+    eos_id: int
+    unk_id: int
+    latent_dim: int
+    embed_dim: int
+    hidden_size: int
+
+    @property
+    def special_ids(self) -> tuple[int, ...]:
+        return (self.pad_id, self.bos_id, self.eos_id, self.unk_id)
+
+
+@dataclass
+class Batch:
+    """A padded batch of sentences.
+
+    Attributes:
+        tokens: ``b (t+1)`` long: ``<bos> w_1 .. w_n <eos>`` then padding.
+        lengths: ``b`` long: number of predicted tokens per sentence (words + one ``<eos>``).
+        pad_id: the padding id.
+    """
+
+    tokens: Tensor
+    lengths: Tensor
+    pad_id: int = 0
+    labels: Tensor | None = None
+
+    @property
+    def inputs(self) -> Tensor:
+        """Decoder inputs ``b t`` (teacher forcing): ``<bos> w_1 .. w_n`` then padding."""
+        return self.tokens[:, :-1]
+
+    @property
+    def targets(self) -> Tensor:
+        """Prediction targets ``b t``: ``w_1 .. w_n <eos>`` then padding."""
+        return self.tokens[:, 1:]
+
+    @property
+    def mask(self) -> Tensor:
+        """``b t`` bool, True where a target is a real token."""
+        t = self.tokens.shape[1] - 1
+        return torch.arange(t, device=self.lengths.device)[None, :] < self.lengths[:, None]
+
+    @property
+    def size(self) -> int:
+        return int(self.tokens.shape[0])
+
+    def to(self, device: Any) -> Batch:
+        labels = self.labels.to(device) if self.labels is not None else None
+        return Batch(self.tokens.to(device), self.lengths.to(device), self.pad_id, labels)
+
+
+@dataclass
+class DiagonalGaussian:
+    """A diagonal Gaussian posterior q(z|x) with ``mean, logvar: b d``."""
+
+    mean: Tensor
+    logvar: Tensor
+
+    @property
+    def std(self) -> Tensor:
+        return torch.exp(0.5 * self.logvar)
+
+    def rsample(self, k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised sample: ``b d`` (``k`` None) or ``k b d``."""
+        shape = self.mean.shape if k is None else (k, *self.mean.shape)
+        eps = torch.randn(shape, generator=generator, device=self.mean.device, dtype=self.mean.dtype)
+        return self.mean + eps * self.std
+
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x) summed over ``d``: ``... b d -> ... b``."""
+        return (-0.5 * (_LOG_2PI + self.logvar + (z - self.mean) ** 2 / self.logvar.exp())).sum(-1)
+
+    def entropy(self) -> Tensor:
+        """Entropy per sentence: ``b``."""
+        return 0.5 * (self.mean.shape[-1] * (1 + _LOG_2PI) + self.logvar.sum(-1))
+
+
+class KL(NamedTuple):
+    """KL(q(z|x) || p(z)) per dimension ``b d``, and whether it is analytic (else Monte Carlo)."""
+
+    per_dim: Tensor
+    analytic: bool
+
+
+@dataclass
+class VAEOutput:
+    """What one forward pass of :class:`seqvae.model.SequenceVAE` returns.
+
+    ``rec`` and ``kl`` are per sentence (``b``); ``kl`` is the raw KL (regularizers such as free bits
+    change only ``loss``). ``terms`` holds every scalar that entered ``loss``.
+    """
+
+    loss: Tensor
+    rec: Tensor
+    kl: Tensor
+    kl_per_dim: Tensor
+    beta: float
+    logits: Tensor
+    z: Tensor
+    posterior: DiagonalGaussian
+    terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class _Component:
+    Config: ClassVar[type[ComponentConfig]]
+
+
+class Encoder(nn.Module, _Component, ABC):
+    """q(z|x): ``forward(tokens: b t, lengths: b) -> DiagonalGaussian`` (``mean, logvar: b d``).
+
+    Padding must not change the result: a sentence encodes the same alone or in a padded batch.
+    """
+
+    def __init__(self, config: ComponentConfig, ctx: BuildContext):
+        super().__init__()
+        self.config, self.ctx = config, ctx
+
+    @abstractmethod
+    def forward(self, tokens: Tensor, lengths: Tensor) -> DiagonalGaussian: ...
+
+
+class Decoder(nn.Module, _Component, ABC):
+    """p(x|z), autoregressive and causal.
+
+    ``forward(inputs: b t, z: b d, lengths: b) -> logits: b t v`` (teacher forcing; the logits at
+    position t never depend on inputs after t). ``init_state(z)`` and ``step(token: b, state)`` give
+    the same logits one position at a time, for generation.
+    """
+
+    #: A decoder that cannot run without its previous words sets this to True.
+    needs_inputs: ClassVar[bool] = False
+
+    def __init__(self, config: ComponentConfig, ctx: BuildContext):
+        super().__init__()
+        self.config, self.ctx = config, ctx
+
+    @abstractmethod
+    def forward(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def init_state(self, z: Tensor) -> Any: ...
+
+    @abstractmethod
+    def step(self, token: Tensor, state: Any) -> tuple[Tensor, Any]: ...
+
+
+class Prior(nn.Module, _Component, ABC):
+    """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``."""
+
+    def __init__(self, config: ComponentConfig, ctx: BuildContext):
+        super().__init__()
+        self.config, self.ctx = config, ctx
+
+    @abstractmethod
+    def log_prob(self, z: Tensor) -> Tensor: ...
+
+    @abstractmethod
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+
+    def kl(self, posterior: DiagonalGaussian, generator: torch.Generator | None = None) -> KL:
+        """KL(q || p) per dimension. Default: a one-sample Monte Carlo estimate spread evenly over d."""
+        z = posterior.rsample(generator=generator)
+        per_sentence = posterior.log_prob(z) - self.log_prob(z)
+        d = z.shape[-1]
+        return KL(per_sentence[:, None].expand(-1, d) / d, analytic=False)
+
+
+class Regularizer(nn.Module, _Component):
+    """Optional hooks with do-nothing defaults; several regularizers compose in list order."""
+
+    def __init__(self, config: ComponentConfig, ctx: BuildContext):
+        super().__init__()
+        self.config, self.ctx = config, ctx
+
+    def corrupt_inputs(
+        self, inputs: Tensor, lengths: Tensor, step: int, generator: torch.Generator | None = None
+    ) -> Tensor:
+        """Change decoder inputs ``b t`` during training (e.g. word dropout). Default: unchanged."""
+        return inputs
+
+    def transform_posterior(self, posterior: DiagonalGaussian, step: int) -> DiagonalGaussian:
+        """Change the posterior before sampling (e.g. BN-VAE). Default: unchanged."""
+        return posterior
+
+    def transform_kl(self, kl_per_dim: Tensor, step: int) -> Tensor:
+        """Change the KL ``b d`` that enters the loss (e.g. free bits). Default: unchanged."""
+        return kl_per_dim
+
+    def extra_loss(self, out: VAEOutput, batch: Batch, step: int) -> dict[str, Tensor]:
+        """Extra scalar losses added to the objective (e.g. bag-of-words). Default: none."""
+        return {}
+
+
+class Schedule(_Component, ABC):
+    """The KL weight as a pure function of the step: ``__call__(step, total_steps) -> beta``."""
+
+    def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
+        self.config, self.ctx = config, ctx
+
+    @abstractmethod
+    def __call__(self, step: int, total_steps: int) -> float: ...
+
+
+class DatasetBuilder(_Component, ABC):
+    """A corpus source: ``load(cache_dir) -> Corpus`` (vocabulary plus tokenised splits)."""
+
+    def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
+        self.config, self.ctx = config, ctx
+
+    @abstractmethod
+    def load(self, cache_dir: Path) -> Corpus: ...

@@ -1,0 +1,108 @@
+"""The posterior-collapse metrics, as He et al. 2019 define them.
+
+* ``neg_elbo`` = -E_q[log p(x|z)] + KL(q(z|x) || p(z)) per sentence, one sample of z; ``elbo`` is its
+  negation. ``rec`` is the reconstruction term, ``kl`` the KL (raw: free bits do not change it).
+* ``ppl_elbo`` = exp(total -ELBO / total tokens), tokens = words + one ``<eos>`` per sentence. It is an
+  upper bound on the true perplexity and is named so (the importance-weighted one comes separately).
+* ``mi``: I(x;z) = E_x[E_q[log q(z|x)]] - E_z[log q(z)], with q(z) the mixture of the posteriors of
+  one evaluation batch (``mi_batch_size`` sentences, 32 as in He et al.): bounded by log(batch size),
+  noisy, and slightly negative near collapse. Averaged over batches weighted by their size.
+* ``au``: number of dimensions with Var_x(E_q[z_d]) >= ``au_threshold`` (0.01), unbiased variance over
+  the whole evaluation set.
+* ``collapsed``: ``au == 0 or kl < collapse_kl`` (see :data:`COLLAPSE_RULE`).
+
+Evaluation runs in ``eval()`` mode (no dropout, no input corruption) with a seeded generator.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+import torch
+from einops import rearrange
+from torch import Tensor
+
+from seqvae.interfaces import Batch, DiagonalGaussian
+from seqvae.model import SequenceVAE
+
+__all__ = ["COLLAPSE_RULE", "active_units", "batch_mutual_information", "evaluate"]
+
+COLLAPSE_RULE = "collapsed if AU == 0 or KL < {collapse_kl} nats/sentence"
+
+
+def batch_mutual_information(posterior: DiagonalGaussian, z: Tensor) -> Tensor:
+    """He et al.'s estimate of I(x;z) on one batch, given one sample ``z: b d`` per posterior."""
+    b = z.shape[0]
+    neg_entropy = -posterior.entropy().mean()
+    mix = DiagonalGaussian(rearrange(posterior.mean, "j d -> 1 j d"), rearrange(posterior.logvar, "j d -> 1 j d"))
+    log_q = mix.log_prob(rearrange(z, "i d -> i 1 d"))  # i j: log q(z_i | x_j)
+    log_qz = torch.logsumexp(log_q, dim=1) - math.log(b)  # i
+    return neg_entropy - log_qz.mean()
+
+
+def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
+    """``(AU, variance per dim)`` from posterior means ``n d`` (unbiased variance over n)."""
+    var = means.var(dim=0, unbiased=True) if means.shape[0] > 1 else torch.zeros(means.shape[1])
+    return int((var >= threshold).sum()), var
+
+
+@torch.no_grad()
+def evaluate(
+    model: SequenceVAE,
+    batches: Iterable[Batch],
+    *,
+    seed: int = 0,
+    au_threshold: float = 0.01,
+    collapse_kl: float = 0.1,
+    mi_batch_size: int = 32,
+    device: torch.device | str | None = None,
+) -> dict[str, Any]:
+    """Compute the metric set on ``batches`` (see the module docstring). Returns plain Python values."""
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    rec_sum = torch.zeros((), dtype=torch.float64, device=device)
+    kl_sum = torch.zeros((), dtype=torch.float64, device=device)
+    kl_dim_sum: Tensor | None = None
+    mi_sum = torch.zeros((), dtype=torch.float64, device=device)
+    n = tokens = 0
+    means = []
+    for batch in batches:
+        batch = batch.to(device)
+        post = model.encode(batch)
+        z = post.rsample(generator=g)
+        rec = model.reconstruction_nll(batch, z)
+        kl_dim = model.prior.kl(post, g).per_dim
+        rec_sum += rec.double().sum()
+        kl_sum += kl_dim.double().sum()
+        kl_dim_sum = kl_dim.double().sum(0) if kl_dim_sum is None else kl_dim_sum + kl_dim.double().sum(0)
+        for idx in torch.split(torch.arange(batch.size, device=device), mi_batch_size):
+            sub = DiagonalGaussian(post.mean[idx], post.logvar[idx])
+            mi_sum += batch_mutual_information(sub, z[idx]).double() * len(idx)
+        means.append(post.mean.float().cpu())
+        n += batch.size
+        tokens += int(batch.lengths.sum())
+    model.train(was_training)
+    if n == 0:
+        raise ValueError("cannot evaluate on an empty split")
+    au, var = active_units(torch.cat(means), au_threshold)
+    rec_v, kl_v = float(rec_sum) / n, float(kl_sum) / n
+    neg_elbo = rec_v + kl_v
+    return {
+        "neg_elbo": neg_elbo,
+        "elbo": -neg_elbo,
+        "rec": rec_v,
+        "kl": kl_v,
+        "kl_per_dim": [float(x) / n for x in kl_dim_sum.cpu()],
+        "ppl_elbo": math.exp(float(rec_sum + kl_sum) / tokens),
+        "mi": float(mi_sum) / n,
+        "au": au,
+        "mean_variance_per_dim": [float(x) for x in var],
+        "n_sentences": n,
+        "n_tokens": tokens,
+        "collapsed": bool(au == 0 or kl_v < collapse_kl),
+        "collapse_rule": COLLAPSE_RULE.format(collapse_kl=collapse_kl),
+    }

@@ -1,0 +1,101 @@
+"""SequenceVAE: the composed model (a plain ``nn.Module``; Lightning wraps it in ``training.py``)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from einops import rearrange
+from torch import Tensor, nn
+
+from seqvae.interfaces import (
+    Batch,
+    BuildContext,
+    Decoder,
+    DiagonalGaussian,
+    Encoder,
+    Prior,
+    Regularizer,
+    Schedule,
+    VAEOutput,
+)
+
+__all__ = ["SequenceVAE"]
+
+
+class SequenceVAE(nn.Module):
+    """Encoder q(z|x), decoder p(x|z), prior p(z), a KL schedule and regularizers applied in order.
+
+    The training objective per sentence is ``rec + beta * KL'`` where ``rec = -log p(x|z)`` (summed
+    over the real target tokens; padding never counts), ``KL'`` is the KL after the regularizers'
+    ``transform_kl`` hooks, and ``beta = schedule(step, total_steps)``. The loss is the batch mean
+    plus any regularizer's extra losses.
+    """
+
+    def __init__(
+        self,
+        encoder: Encoder,
+        decoder: Decoder,
+        prior: Prior,
+        schedule: Schedule,
+        regularizers: Sequence[Regularizer],
+        ctx: BuildContext,
+    ):
+        super().__init__()
+        self.encoder, self.decoder, self.prior = encoder, decoder, prior
+        self.regularizers = nn.ModuleList(regularizers)
+        self.schedule = schedule
+        self.ctx = ctx
+
+    def encode(self, batch: Batch) -> DiagonalGaussian:
+        """q(z|x) for the sentences of ``batch`` (the encoder reads ``w_1 .. w_n <eos>``)."""
+        return self.encoder(batch.targets, batch.lengths)
+
+    def reconstruction_nll(self, batch: Batch, z: Tensor, inputs: Tensor | None = None) -> Tensor:
+        """-log p(x|z) per sentence, ``b``; ``inputs`` defaults to the uncorrupted decoder inputs."""
+        inputs = batch.inputs if inputs is None else inputs
+        logits = self.decoder(inputs, z, batch.lengths)  # b t v
+        return self.token_nll(logits, batch).sum(-1)
+
+    def token_nll(self, logits: Tensor, batch: Batch) -> Tensor:
+        """Masked token cross-entropy ``b t`` (0 at padding) from ``logits: b t v``."""
+        b = logits.shape[0]
+        ce = F.cross_entropy(
+            rearrange(logits, "b t v -> (b t) v").float(),
+            rearrange(batch.targets, "b t -> (b t)"),
+            ignore_index=self.ctx.pad_id,
+            reduction="none",
+        )
+        return rearrange(ce, "(b t) -> b t", b=b)
+
+    def forward(
+        self, batch: Batch, step: int = 0, total_steps: int = 1, generator: torch.Generator | None = None
+    ) -> VAEOutput:
+        """One training (or evaluation) pass with a single reparameterised sample of z."""
+        posterior = self.encode(batch)
+        for reg in self.regularizers:
+            posterior = reg.transform_posterior(posterior, step)
+        z = posterior.rsample(generator=generator)  # b d
+        inputs = batch.inputs
+        for reg in self.regularizers:
+            inputs = reg.corrupt_inputs(inputs, batch.lengths, step, generator)
+        logits = self.decoder(inputs, z, batch.lengths)  # b t v
+        rec = self.token_nll(logits, batch).sum(-1)  # b
+        kl_per_dim = self.prior.kl(posterior, generator).per_dim  # b d
+        kl_loss = kl_per_dim
+        for reg in self.regularizers:
+            kl_loss = reg.transform_kl(kl_loss, step)
+        beta = float(self.schedule(step, total_steps))
+        kl = kl_per_dim.sum(-1)  # b
+        loss = (rec + beta * kl_loss.sum(-1)).mean()
+        out = VAEOutput(
+            loss=loss, rec=rec, kl=kl, kl_per_dim=kl_per_dim, beta=beta, logits=logits, z=z,
+            posterior=posterior, terms={"rec": rec.mean(), "kl": kl.mean(), "kl_loss": kl_loss.sum(-1).mean()},
+        )
+        for reg in self.regularizers:
+            for name, value in reg.extra_loss(out, batch, step).items():
+                out.terms[name] = value
+                out.loss = out.loss + value
+        out.terms["loss"] = out.loss
+        return out

@@ -1,0 +1,187 @@
+"""Conformance checks that every component must pass; plugin authors run them on their own components.
+
+Each ``check_*`` function builds the component from its default ``Config`` on a tiny context and
+raises ``AssertionError`` with a message when the contract is broken. Usage in a plugin's tests::
+
+    from seqvae.testing import check_component
+
+    def test_my_decoder_conforms():
+        check_component("decoder", "my-decoder")
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from seqvae.interfaces import BuildContext, DiagonalGaussian
+from seqvae.registry import get_registry
+
+__all__ = [
+    "TINY_CTX",
+    "build_component",
+    "check_component",
+    "check_config_roundtrip",
+    "check_decoder",
+    "check_encoder",
+    "check_prior",
+    "check_regularizer",
+    "check_schedule",
+    "random_batch_tokens",
+]
+
+#: A tiny shared context: 13 words plus the 4 specials (pad 0, bos 1, eos 2, unk 3).
+TINY_CTX = BuildContext(
+    vocab_size=17, pad_id=0, bos_id=1, eos_id=2, unk_id=3, latent_dim=4, embed_dim=8, hidden_size=16
+)
+
+
+def build_component(kind: str, name: str, ctx: BuildContext = TINY_CTX, **params: Any) -> Any:
+    """Build registered component ``name`` of ``kind`` from its Config (defaults plus ``params``)."""
+    cls = get_registry(kind).get(name)
+    return cls(cls.Config(kind=name, **params), ctx)
+
+
+def random_batch_tokens(
+    lengths: list[int], ctx: BuildContext = TINY_CTX, seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Random word ids ``b t`` padded after each length (no specials inside), and ``lengths: b``."""
+    g = torch.Generator().manual_seed(seed)
+    t = max(lengths)
+    words = torch.randint(4, ctx.vocab_size, (len(lengths), t), generator=g)
+    lens = torch.tensor(lengths)
+    mask = torch.arange(t)[None, :] < lens[:, None]
+    return torch.where(mask, words, ctx.pad_id), lens
+
+
+def _assert_grads(module: torch.nn.Module, what: str) -> None:
+    missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
+    assert not missing, f"{what}: no gradient reaches parameters {missing}"
+
+
+def check_config_roundtrip(kind: str, name: str) -> None:
+    """``Config`` survives a JSON round trip and forbids unknown fields."""
+    cls = get_registry(kind).get(name)
+    cfg = cls.Config(kind=name)
+    again = cls.Config.model_validate(cfg.model_dump(mode="json"))
+    assert again == cfg, f"{kind} '{name}': Config changes in a JSON round trip"
+    try:
+        cls.Config(kind=name, surely_not_a_field=1)
+    except Exception:
+        pass
+    else:
+        raise AssertionError(f"{kind} '{name}': Config accepts unknown fields")
+
+
+def check_encoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
+    """Shapes, gradients to every parameter, and padding invariance."""
+    enc = build_component("encoder", name, ctx)
+    tokens, lengths = random_batch_tokens([5, 3, 1], ctx)
+    post = enc(tokens, lengths)
+    b, d = 3, ctx.latent_dim
+    assert isinstance(post, DiagonalGaussian), f"encoder '{name}' must return a DiagonalGaussian"
+    assert post.mean.shape == (b, d) and post.logvar.shape == (b, d), f"encoder '{name}': want b d = {(b, d)}"
+    (post.mean.sum() + post.logvar.sum()).backward()
+    _assert_grads(enc, f"encoder '{name}'")
+    enc.eval()
+    with torch.no_grad():
+        full = enc(tokens, lengths)
+        for i, n in enumerate(lengths.tolist()):
+            alone = enc(tokens[i : i + 1, :n], lengths[i : i + 1])
+            torch.testing.assert_close(alone.mean[0], full.mean[i], msg=f"encoder '{name}': padding changes the mean")
+            torch.testing.assert_close(alone.logvar[0], full.logvar[i], msg=f"encoder '{name}': padding changes logvar")
+
+
+def check_decoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
+    """Shapes, gradients, causality, and ``step()`` equal to the teacher-forced ``forward``."""
+    dec = build_component("decoder", name, ctx)
+    tokens, lengths = random_batch_tokens([6, 4], ctx)
+    inputs = torch.cat([torch.full((2, 1), ctx.bos_id), tokens[:, :-1]], 1)
+    z = torch.randn(2, ctx.latent_dim, requires_grad=True)
+    logits = dec(inputs, z, lengths)
+    assert logits.shape == (2, inputs.shape[1], ctx.vocab_size), f"decoder '{name}': want b t v"
+    logits.logsumexp(-1).sum().backward()
+    _assert_grads(dec, f"decoder '{name}'")
+    assert z.grad is not None and z.grad.abs().sum() > 0, f"decoder '{name}': logits do not depend on z"
+    dec.eval()
+    with torch.no_grad():
+        z = z.detach()
+        base = dec(inputs, z, lengths)
+        for t in range(inputs.shape[1] - 1):
+            changed = inputs.clone()
+            changed[:, t + 1 :] = torch.randint(4, ctx.vocab_size, changed[:, t + 1 :].shape)
+            torch.testing.assert_close(
+                dec(changed, z, lengths)[:, : t + 1], base[:, : t + 1],
+                msg=f"decoder '{name}' is not causal: logits at <= {t} depend on later inputs",
+            )
+        state = dec.init_state(z)
+        for t in range(inputs.shape[1]):
+            step_logits, state = dec.step(inputs[:, t], state)
+            torch.testing.assert_close(
+                step_logits, base[:, t], atol=1e-5, rtol=1e-4,
+                msg=f"decoder '{name}': step() differs from forward() at position {t}",
+            )
+
+
+def check_prior(name: str, ctx: BuildContext = TINY_CTX) -> None:
+    """``log_prob``, ``sample`` and ``kl`` shapes; KL >= 0 and close to a Monte Carlo estimate."""
+    prior = build_component("prior", name, ctx)
+    d = ctx.latent_dim
+    z = prior.sample(5)
+    assert z.shape == (5, d), f"prior '{name}': sample(n) must be n d"
+    assert prior.log_prob(torch.zeros(3, 5, d)).shape == (3, 5), f"prior '{name}': log_prob(... d) -> ..."
+    g = torch.Generator().manual_seed(0)
+    post = DiagonalGaussian(torch.randn(3, d, generator=g), torch.randn(3, d, generator=g) * 0.3)
+    kl = prior.kl(post)
+    assert kl.per_dim.shape == (3, d), f"prior '{name}': kl() must be b d"
+    total = kl.per_dim.sum(-1)
+    zs = post.rsample(20_000, generator=g)  # k b d
+    mc = (post.log_prob(zs) - prior.log_prob(zs)).mean(0)
+    assert (total > -1e-3).all(), f"prior '{name}': negative KL {total}"
+    torch.testing.assert_close(total, mc, atol=0.15, rtol=0.05, msg=f"prior '{name}': KL disagrees with Monte Carlo")
+
+
+def check_regularizer(name: str, ctx: BuildContext = TINY_CTX) -> None:
+    """Hooks keep shapes, never touch padding, and do nothing in eval mode on the inputs."""
+    reg = build_component("regularizer", name, ctx)
+    tokens, lengths = random_batch_tokens([5, 2], ctx)
+    inputs = torch.cat([torch.full((2, 1), ctx.bos_id), tokens], 1)
+    out = reg.corrupt_inputs(inputs, lengths, step=0, generator=torch.Generator().manual_seed(0))
+    assert out.shape == inputs.shape and out.dtype == inputs.dtype, f"regularizer '{name}': corrupt_inputs shape"
+    assert torch.equal(out[inputs == ctx.pad_id], inputs[inputs == ctx.pad_id]), f"regularizer '{name}' changes padding"
+    assert torch.equal(out[:, 0], inputs[:, 0]), f"regularizer '{name}' changes <bos>"
+    reg.eval()
+    assert torch.equal(reg.corrupt_inputs(inputs, lengths, step=0), inputs), f"regularizer '{name}' corrupts in eval mode"
+    kl = torch.rand(3, ctx.latent_dim)
+    assert reg.transform_kl(kl, step=0).shape == kl.shape, f"regularizer '{name}': transform_kl must keep b d"
+    post = reg.transform_posterior(DiagonalGaussian(torch.zeros(3, ctx.latent_dim), torch.zeros(3, ctx.latent_dim)), 0)
+    assert post.mean.shape == (3, ctx.latent_dim), f"regularizer '{name}': transform_posterior must keep b d"
+
+
+def check_schedule(name: str) -> None:
+    """beta is a finite, non-negative float at every step, and a pure function of the step."""
+    sched = build_component("schedule", name)
+    total = 1000
+    values = [sched(s, total) for s in range(0, total + 1, 7)]
+    assert all(isinstance(v, float) and v >= 0 and v == v and v != float("inf") for v in values), (
+        f"schedule '{name}' returned {values[:5]}..."
+    )
+    assert values == [sched(s, total) for s in range(0, total + 1, 7)], f"schedule '{name}' is not pure"
+
+
+_CHECKS = {
+    "encoder": check_encoder,
+    "decoder": check_decoder,
+    "prior": check_prior,
+    "regularizer": check_regularizer,
+    "schedule": check_schedule,
+}
+
+
+def check_component(kind: str, name: str) -> None:
+    """Run every check that applies to ``kind`` (config round trip included)."""
+    check_config_roundtrip(kind, name)
+    if kind in _CHECKS:
+        torch.manual_seed(0)
+        _CHECKS[kind](name)

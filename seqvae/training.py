@@ -1,0 +1,201 @@
+"""Training through Lightning: the ``VAESystem`` and ``run_experiment`` (one run, one folder)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import CSVLogger
+
+from seqvae.composer import build_model, component_provenance
+from seqvae.config import ExperimentConfig
+from seqvae.data.datamodule import TextDataModule, eval_batches
+from seqvae.interfaces import Batch
+from seqvae.metrics import evaluate
+from seqvae.model import SequenceVAE
+from seqvae.registry import get_registry
+
+__all__ = ["VAESystem", "default_cache_dir", "load_checkpoint", "run_experiment", "save_checkpoint"]
+
+log = logging.getLogger(__name__)
+CHECKPOINT_FORMAT = "seqvae-checkpoint/1"
+
+
+def quiet_lightning(verbose: bool = False) -> None:
+    """Route Lightning's chatter (GPU/TPU banners, tips) through our logging at WARNING level."""
+    for name in ("lightning.pytorch", "lightning.fabric", "lightning"):
+        lg = logging.getLogger(name)
+        lg.handlers.clear()
+        lg.propagate = True
+        lg.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+def default_cache_dir() -> Path:
+    """``$SEQVAE_CACHE`` or ``~/.cache/seqvae``: where generated data sets are cached."""
+    return Path(os.environ.get("SEQVAE_CACHE", Path.home() / ".cache" / "seqvae"))
+
+
+class VAESystem(L.LightningModule):
+    """Owns the optimizer and the step counter that schedules see (``global_step``)."""
+
+    def __init__(self, model: SequenceVAE, cfg: ExperimentConfig):
+        super().__init__()
+        self.model, self.cfg = model, cfg
+        self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=False)
+
+    def forward(self, batch: Batch):
+        return self.model(batch, step=self.global_step, total_steps=self.cfg.train.max_steps)
+
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        out = self(batch)
+        self.tokens_seen += batch.lengths.sum()
+        self.log_dict(
+            {f"train/{k}": v.detach() for k, v in out.terms.items()}, on_step=True, on_epoch=False,
+            batch_size=batch.size,
+        )
+        self.log("train/beta", out.beta, on_step=True, on_epoch=False, batch_size=batch.size)
+        return out.loss
+
+    def validation_step(self, batch: Batch, batch_idx: int) -> None:
+        post = self.model.encode(batch)
+        rec = self.model.reconstruction_nll(batch, post.rsample())
+        kl = self.model.prior.kl(post).per_dim.sum(-1)
+        self.log("val/neg_elbo", (rec + kl).mean(), on_epoch=True, batch_size=batch.size)
+        self.log("val/kl", kl.mean(), on_epoch=True, batch_size=batch.size)
+
+    def configure_optimizers(self) -> torch.optim.Optimizer:
+        return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr)
+
+
+def _versions() -> dict[str, str]:
+    import lightning
+
+    from seqvae import __version__
+
+    return {"seqvae": __version__, "torch": str(torch.__version__), "lightning": str(lightning.__version__),
+            "python": platform.python_version()}
+
+
+def save_checkpoint(path: Path, model: SequenceVAE, cfg: ExperimentConfig, vocab: list[str]) -> None:
+    """A self-describing checkpoint (config + vocabulary + weights), loadable with ``weights_only``."""
+    payload = {
+        "format": CHECKPOINT_FORMAT,
+        "config": cfg.model_dump(mode="json"),
+        "vocab": vocab,
+        "state_dict": model.state_dict(),
+        "versions": _versions(),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(payload, tmp)
+    tmp.replace(path)
+
+
+def load_checkpoint(path: str | Path) -> tuple[SequenceVAE, ExperimentConfig, Any]:
+    """Rebuild a model from a checkpoint through the registry; never executes code from the file."""
+    from seqvae.config import validate_experiment
+    from seqvae.data.vocab import Vocab
+
+    path = Path(path)
+    try:
+        payload = torch.load(path, weights_only=True, map_location="cpu")
+    except FileNotFoundError:
+        raise ValueError(f"{path}: checkpoint not found") from None
+    except Exception as exc:
+        raise ValueError(f"{path}: not a readable seqvae checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise ValueError(f"{path}: not a seqvae checkpoint (expected format {CHECKPOINT_FORMAT})")
+    cfg = validate_experiment(payload["config"], source=f"config stored in {path}")
+    vocab = Vocab(payload["vocab"])
+    model = build_model(cfg, vocab)
+    model.load_state_dict(payload["state_dict"])
+    return model, cfg, vocab
+
+
+def run_experiment(
+    cfg: ExperimentConfig,
+    run_dir: str | Path,
+    *,
+    cache_dir: str | Path | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Train ``cfg`` with Lightning, evaluate it, and write the run folder.
+
+    The folder receives ``config.json`` (resolved config), ``logs/metrics.csv`` (training curves),
+    ``checkpoint.pt`` and ``result.json`` (metrics, provenance, timings).
+
+    Returns:
+        The ``result.json`` content.
+    """
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    quiet_lightning(verbose=log.isEnabledFor(logging.DEBUG))
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+    t = cfg.train
+    L.seed_everything(t.seed, workers=True, verbose=False)
+    dataset = get_registry("dataset").get(cfg.data.dataset.kind)(cfg.data.dataset)
+    corpus = dataset.load(Path(cache_dir) if cache_dir else default_cache_dir())
+    model = build_model(cfg, corpus.vocab)
+    system = VAESystem(model, cfg)
+    dm = TextDataModule(corpus, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.bucket_factor, t.seed)
+    validate = t.val_every is not None
+    trainer = L.Trainer(
+        accelerator=t.accelerator,
+        devices=1,
+        precision=t.precision,
+        max_steps=t.max_steps,
+        max_epochs=-1,
+        logger=CSVLogger(str(run_dir), name="logs", version=""),
+        enable_checkpointing=False,
+        enable_progress_bar=progress,
+        enable_model_summary=False,
+        gradient_clip_val=t.grad_clip or None,
+        log_every_n_steps=t.log_every,
+        val_check_interval=t.val_every if validate else None,
+        check_val_every_n_epoch=None if validate else 1,
+        limit_val_batches=None if validate else 0,
+        num_sanity_val_steps=0,
+    )
+    start = time.perf_counter()
+    with warnings.catch_warnings():
+        for msg in (".*does not have many workers.*", ".*IterableDataset.*", ".*LeafSpec.*",
+                    ".*smaller than the logging interval.*"):
+            warnings.filterwarnings("ignore", message=msg)
+        trainer.fit(system, datamodule=dm)
+    train_s = time.perf_counter() - start
+    tokens = int(system.tokens_seen)
+    save_checkpoint(run_dir / "checkpoint.pt", model, cfg, corpus.vocab.to_list())
+    start = time.perf_counter()
+    batches = eval_batches(corpus.split(cfg.eval.split), corpus.vocab, cfg.data.eval_batch_size)
+    metrics = evaluate(
+        model, batches, seed=t.seed, au_threshold=cfg.eval.au_threshold, collapse_kl=cfg.eval.collapse_kl,
+        device=system.device,
+    )
+    eval_s = time.perf_counter() - start
+    names = cfg.component_names()
+    result = {
+        **{k: names[k] for k in ("encoder", "decoder", "prior", "schedule", "regularizers", "dataset")},
+        "seed": t.seed,
+        "split": cfg.eval.split,
+        "metrics": metrics,
+        "collapsed": metrics["collapsed"],
+        "components": component_provenance(cfg),
+        "run_dir": str(run_dir),
+        "steps": int(trainer.global_step),
+        "train_seconds": round(train_s, 3),
+        "eval_seconds": round(eval_s, 3),
+        "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
+        "versions": _versions(),
+        "command": sys.argv,
+        "status": "ok",
+    }
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result

@@ -1,0 +1,138 @@
+"""The ``seqvae`` command: grids, JSON rows, exit codes, and no torch for help and listing."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from seqvae.cli import app
+
+runner = CliRunner()
+# A small synthetic corpus and a few steps: the CLI path end to end in seconds.
+FAST = ["--max-steps", "8", "--set", "data.dataset.n_sentences=600", "--set", "data.dataset.n_train=400",
+        "--set", "data.dataset.n_valid=100", "--set", "data.batch_size=32"]
+
+
+def _no_torch(args: list[str]) -> subprocess.CompletedProcess:
+    code = (
+        "import sys; sys.argv = ['seqvae'] + %r\n"
+        "from seqvae.cli import main\n"
+        "try:\n    main()\nexcept SystemExit:\n    pass\n"
+        "print('TORCH_LOADED' if 'torch' in sys.modules else 'NO_TORCH', file=sys.stderr)\n" % args
+    )
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args", [["--help"], ["bench", "--help"], ["plugins", "list"], ["plugins", "list", "--json"]])
+def test_help_and_listing_do_not_import_torch(args):
+    proc = _no_torch(args)
+    assert "NO_TORCH" in proc.stderr, proc.stderr
+    assert "TORCH_LOADED" not in proc.stderr
+
+
+def test_bench_help_shows_examples():
+    res = runner.invoke(app, ["bench", "--help"])
+    assert res.exit_code == 0
+    assert "seqvae bench --decoder lstm --schedule sigmoid" in res.output
+
+
+def test_plugins_list_json_has_every_builtin_with_package_and_status():
+    res = runner.invoke(app, ["plugins", "list", "--json"])
+    assert res.exit_code == 0
+    rows = json.loads(res.stdout)
+    names = {(r["kind"], r["name"]) for r in rows}
+    assert {("decoder", "lstm"), ("schedule", "cyclical"), ("regularizer", "free-bits"), ("dataset", "synthetic")} <= names
+    assert all(r["package"] == "seqvae" and r["status"] == "ok" and r["version"] for r in rows)
+    res = runner.invoke(app, ["plugins", "list", "--check", "--kind", "decoder"])
+    assert res.exit_code == 0 and "lstm" in res.output
+
+
+def test_misspelled_decoder_exits_2_with_suggestion(tmp_path):
+    res = runner.invoke(app, ["bench", "--decoder", "lstn", "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2
+    assert "Did you mean 'lstm'" in res.output and "Available: gru, lstm" in res.output
+    assert not (tmp_path / "o").exists()  # nothing half-written
+
+
+def test_bad_config_file_lists_every_error_and_exits_2(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("decoder:\n  kind: lstm\n  hidden_sise: 10\nmodel:\n  latent_dim: -4\ntrain:\n  max_steps: many\n")
+    res = runner.invoke(app, ["bench", "--config", str(cfg)])
+    assert res.exit_code == 2
+    out = res.output
+    assert "3 error(s)" in out and "exp.yaml" in out
+    for path in ("decoder.hidden_sise", "model.latent_dim", "train.max_steps"):
+        assert path in out
+    assert "Traceback" not in out
+
+
+def test_malformed_yaml_exits_2_with_line(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("decoder: lstm\nmodel: {latent_dim: 3\n")
+    res = runner.invoke(app, ["bench", "--config", str(cfg)])
+    assert res.exit_code == 2 and "exp.yaml:" in res.output and "malformed YAML" in res.output
+
+
+def test_two_by_two_grid_gives_four_rows(tmp_path):
+    out = tmp_path / "grid"
+    res = runner.invoke(app, ["bench", "--decoder", "lstm", "--decoder", "gru", "--schedule", "sigmoid",
+                              "--schedule", "cyclical", "--out", str(out), "--json", *FAST])
+    assert res.exit_code == 0, res.output
+    rows = json.loads(res.stdout)
+    assert len(rows) == 4
+    assert {(r["decoder"], r["schedule"]) for r in rows} == {
+        ("lstm", "sigmoid"), ("lstm", "cyclical"), ("gru", "sigmoid"), ("gru", "cyclical")}
+    for r in rows:
+        assert {"encoder", "decoder", "prior", "schedule", "regularizers", "dataset", "seed", "metrics",
+                "collapsed", "components", "run_dir"} <= set(r)
+        assert set(r["metrics"]) >= {"elbo", "rec", "kl", "mi", "au"}
+        assert all(isinstance(r["metrics"][k], (int, float)) for k in ("elbo", "rec", "kl", "mi", "au"))
+        assert isinstance(r["collapsed"], bool) and isinstance(r["regularizers"], list)
+        assert r["components"][f"decoder:{r['decoder']}"] == "seqvae==0.1.0"
+        assert (tmp_path / "grid").joinpath(r["run_dir"].split("/")[-1], "checkpoint.pt").exists()
+    lines = (out / "results.jsonl").read_text().splitlines()
+    assert [json.loads(x)["decoder"] for x in lines] == [r["decoder"] for r in rows]
+    # the same folder again is refused unless --overwrite
+    res = runner.invoke(app, ["bench", "--out", str(out), *FAST])
+    assert res.exit_code == 2 and "--overwrite" in res.output
+
+
+def test_regularizer_and_seed_axes_and_table(tmp_path):
+    res = runner.invoke(app, ["bench", "--regularizer", "none", "--regularizer", "word-dropout+free-bits",
+                              "--seed", "1", "--seed", "2", "--out", str(tmp_path / "g"), *FAST])
+    assert res.exit_code == 0, res.output
+    assert res.stdout.count("word-dropout+free-bits") == 2  # the table: 2 seeds x 2 regularizer cells
+    assert "Collapse verdict: collapsed if AU == 0" in res.stdout
+
+
+def test_failing_cell_is_recorded_and_grid_goes_on(tmp_path, fresh_registries):
+    from seqvae.components.schedules.constant import ConstantSchedule
+    from seqvae.registry import get_registry
+
+    class Explode(ConstantSchedule):
+        def __call__(self, step, total_steps):
+            if step >= 3:
+                raise RuntimeError("deliberate failure at step 3")
+            return 1.0
+
+    get_registry("schedule").register("explode", Explode)
+    res = runner.invoke(app, ["bench", "--schedule", "constant", "--schedule", "explode", "--schedule", "linear",
+                              "--out", str(tmp_path / "g"), "--json", *FAST])
+    assert res.exit_code == 1
+    rows = json.loads(res.stdout)
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    assert "deliberate failure at step 3" in rows[1]["error"] and rows[1]["metrics"] is None
+    assert all(r["metrics"]["neg_elbo"] > 0 for r in (rows[0], rows[2]))
+    stored = [json.loads(x) for x in (tmp_path / "g" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in stored] == ["ok", "failed", "ok"]
+
+
+def test_dry_run_validates_without_training(tmp_path):
+    res = runner.invoke(app, ["bench", "--decoder", "gru", "--seed", "4", "--dry-run", "--json"])
+    assert res.exit_code == 0
+    cfgs = json.loads(res.stdout)
+    assert cfgs[0]["decoder"]["kind"] == "gru" and cfgs[0]["train"]["seed"] == 4

@@ -1,0 +1,142 @@
+"""The ELBO, the metric definitions, and one short training run end to end."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+
+from seqvae.composer import build_model
+from seqvae.config import validate_experiment
+from seqvae.data.corpus import TokenStore
+from seqvae.data.vocab import SPECIALS, Vocab
+from seqvae.interfaces import DiagonalGaussian
+from seqvae.metrics import active_units, batch_mutual_information, evaluate
+
+VOCAB = Vocab([*SPECIALS, *(f"w{i}" for i in range(20))])
+TINY = {"model": {"latent_dim": 3, "embed_dim": 8, "hidden_size": 12}}
+
+
+def tiny_model(**raw):
+    torch.manual_seed(0)
+    return build_model(validate_experiment({**TINY, **raw}), VOCAB)
+
+
+def tiny_store(n=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    sents = [torch.randint(4, 24, (int(torch.randint(1, 9, (1,), generator=g)),), generator=g).tolist()
+             for _ in range(n)]
+    return TokenStore.from_lists(sents)
+
+
+def test_padding_never_counts_in_the_elbo():
+    model = tiny_model(decoder="gru").eval()
+    store = tiny_store(8)
+    batch = store.batch(torch.arange(8), VOCAB)
+    z = torch.randn(8, 3)
+    with torch.no_grad():
+        rec = model.reconstruction_nll(batch, z)
+        post = model.encode(batch)
+        for i in range(8):
+            alone = store.batch(torch.tensor([i]), VOCAB)
+            torch.testing.assert_close(model.reconstruction_nll(alone, z[i : i + 1])[0], rec[i])
+            p1 = model.encode(alone)
+            torch.testing.assert_close(p1.mean[0], post.mean[i])
+
+
+def test_loss_is_rec_plus_beta_kl_with_regularizers_in_order():
+    model = tiny_model(schedule={"kind": "constant", "value": 0.5},
+                       regularizers=[{"kind": "free-bits", "threshold": 5.0}]).eval()
+    batch = tiny_store(6).batch(torch.arange(6), VOCAB)
+    out = model(batch, step=3, total_steps=10, generator=torch.Generator().manual_seed(1))
+    assert out.beta == 0.5
+    kl_floor = torch.clamp(out.kl_per_dim.mean(0), min=5.0).sum()  # every dim below 5 nats -> floored
+    torch.testing.assert_close(out.loss, out.rec.mean() + 0.5 * kl_floor)
+    torch.testing.assert_close(out.kl, out.kl_per_dim.sum(-1))  # reported KL stays raw
+    assert out.logits.shape == (6, batch.inputs.shape[1], len(VOCAB))
+
+
+def test_historyless_decoder_sees_only_unk_during_training():
+    model = tiny_model(regularizers=["historyless"]).train()
+    batch = tiny_store(6).batch(torch.arange(6), VOCAB)
+    seen = []
+    model.decoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    model(batch)
+    inputs = seen[-1]
+    words = batch.inputs >= 4
+    assert torch.all(inputs[words] == VOCAB.unk_id)
+    assert torch.equal(inputs[~words], batch.inputs[~words])
+    model.eval()
+    model(batch)
+    assert torch.equal(seen[-1], batch.inputs)  # evaluation is never corrupted
+
+
+def test_mi_is_zero_when_collapsed_and_log_b_when_separated():
+    b, d = 32, 4
+    g = torch.Generator().manual_seed(0)
+    same = DiagonalGaussian(torch.zeros(b, d), torch.zeros(b, d))
+    mi0 = torch.stack([batch_mutual_information(same, same.rsample(generator=g)) for _ in range(200)]).mean()
+    assert abs(mi0.item()) < 0.05
+    far = DiagonalGaussian(torch.arange(b).float()[:, None].repeat(1, d) * 10, torch.full((b, d), -6.0))
+    mi = torch.stack([batch_mutual_information(far, far.rsample(generator=g)) for _ in range(200)]).mean()
+    assert mi.item() == pytest.approx(math.log(b), abs=0.08)  # the bound log(b), up to sampling noise
+
+
+def test_active_units_threshold_is_inclusive():
+    means = torch.zeros(101, 3)
+    means[:, 0] = torch.linspace(-1, 1, 101)  # variance ~0.34
+    means[:, 1] = torch.linspace(-1, 1, 101) * 0.01  # variance ~3.4e-5
+    au, var = active_units(means, threshold=0.01)
+    assert au == 1 and var.shape == (3,)
+    assert active_units(means, threshold=float(var[0]))[0] == 1
+
+
+def test_evaluate_counts_tokens_and_is_reproducible():
+    model = tiny_model()
+    store = tiny_store(40)
+    from seqvae.data.datamodule import eval_batches
+
+    a = evaluate(model, eval_batches(store, VOCAB, 16), seed=3)
+    b = evaluate(model, eval_batches(store, VOCAB, 16), seed=3)
+    assert a == b
+    assert a["n_sentences"] == 40 and a["n_tokens"] == store.num_tokens
+    assert a["neg_elbo"] == pytest.approx(a["rec"] + a["kl"])
+    assert a["ppl_elbo"] == pytest.approx(math.exp(a["neg_elbo"] * 40 / store.num_tokens), rel=1e-6)
+    assert sum(a["kl_per_dim"]) == pytest.approx(a["kl"], rel=1e-6)
+    assert model.training  # evaluate restores the mode
+
+
+def test_short_training_run_learns_and_writes_its_folder(tmp_path):
+    from seqvae.training import load_checkpoint, run_experiment
+
+    raw = {**TINY, "decoder": "gru", "schedule": "linear",
+           "data": {"dataset": {"kind": "synthetic", "n_sentences": 1200, "n_train": 1000, "n_valid": 100},
+                    "batch_size": 32},
+           "train": {"max_steps": 60, "lr": 0.01, "log_every": 10, "val_every": 30}}
+    cfg = validate_experiment(raw)
+    untrained = evaluate(build_model(cfg, Vocab([*SPECIALS, *(f"w{i}" for i in range(1000))])),
+                         _test_batches(cfg, tmp_path))
+    result = run_experiment(cfg, tmp_path / "run", cache_dir=tmp_path)
+    m = result["metrics"]
+    assert result["status"] == "ok" and result["steps"] == 60
+    assert m["neg_elbo"] < untrained["neg_elbo"] - 5
+    assert all(math.isfinite(m[k]) for k in ("neg_elbo", "rec", "kl", "mi"))
+    run = tmp_path / "run"
+    assert json.loads((run / "config.json").read_text())["decoder"]["kind"] == "gru"
+    assert json.loads((run / "result.json").read_text())["metrics"] == m
+    header = (run / "logs" / "metrics.csv").read_text().splitlines()[0]
+    assert "train/loss" in header and "train/beta" in header and "val/neg_elbo" in header
+    model, cfg2, vocab = load_checkpoint(run / "checkpoint.pt")
+    assert cfg2 == cfg
+    again = evaluate(model, _test_batches(cfg, tmp_path), seed=cfg.train.seed)
+    assert again["neg_elbo"] == pytest.approx(m["neg_elbo"], rel=1e-6)
+
+
+def _test_batches(cfg, cache):
+    from seqvae.components.datasets.synthetic import SyntheticDataset
+    from seqvae.data.datamodule import eval_batches
+
+    corpus = SyntheticDataset(cfg.data.dataset).load(cache)
+    return eval_batches(corpus.split("test"), corpus.vocab, cfg.data.eval_batch_size)
