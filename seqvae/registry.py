@@ -22,8 +22,10 @@ from __future__ import annotations
 import difflib
 import importlib
 import importlib.metadata as metadata
+import importlib.util
 import os
 import re
+import sys
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -161,6 +163,17 @@ def _dist_name(dist: metadata.Distribution) -> str:
     return re.sub(r"[-_.]+", "-", name).lower()
 
 
+def _missing_top_module(value: str) -> str | None:
+    """The top-level module of ``value`` if it cannot be found (checked without executing code)."""
+    top = value.partition(":")[0].strip().split(".")[0]
+    if top in sys.modules:
+        return None
+    try:
+        return None if importlib.util.find_spec(top) is not None else top
+    except (ImportError, ValueError):
+        return top
+
+
 def _import_value(value: str) -> Any:
     module_name, _, attr = value.partition(":")
     obj: Any = importlib.import_module(module_name.strip())
@@ -210,6 +223,10 @@ class Registry:
                 )
                 if not _NAME_RE.match(name):
                     info.status, info.error = "broken", f"invalid name {ep.name!r} (want [a-z][a-z0-9-]*)"
+                else:
+                    missing = _missing_top_module(ep.value)
+                    if missing:
+                        info.status, info.error = "broken", f"ModuleNotFoundError: no module named '{missing}'"
                 seen[key] = info
         entries = sorted(seen.values(), key=lambda e: (e.name, not e.builtin, e.dist))
         by_name: dict[str, list[EntryInfo]] = {}

@@ -187,3 +187,26 @@ def test_in_process_registration_is_validated(fresh_registries):
         reg.register("thing", object)
     reg.register("my-constant", ConstantSchedule)
     assert reg.get("my-constant") is ConstantSchedule
+
+
+def test_plugins_list_shows_plugins_without_importing_them(tmp_path):
+    """In a fresh process: a valid plugin and one whose module is missing, listed from metadata only."""
+    import json
+    import os
+    import subprocess
+    import sys
+
+    make_dist(tmp_path, "seqvae-half", "1.2.0", {"seqvae.schedules": {"half": "seqvae_half_mod:Half"}},
+              {"seqvae_half_mod": "raise RuntimeError('listing must not import me')\n"})
+    make_dist(tmp_path, "seqvae-gone", "0.3", {"seqvae.decoders": {"gone": "seqvae_gone_mod.sub:Dec"}})
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])}
+    code = ("import sys; sys.argv=['seqvae','plugins','list','--json']\nfrom seqvae.cli import main\n"
+            "try:\n    main()\nexcept SystemExit:\n    pass\nprint('torch' in sys.modules, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    rows = {(r["kind"], r["name"]): r for r in json.loads(proc.stdout)}
+    assert proc.stderr.strip().endswith("False")  # torch not imported
+    half = rows[("schedule", "half")]
+    assert (half["package"], half["version"], half["status"]) == ("seqvae-half", "1.2.0", "ok")
+    gone = rows[("decoder", "gone")]
+    assert gone["status"] == "broken" and "seqvae_gone_mod" in gone["error"]
+    assert rows[("decoder", "lstm")]["status"] == "ok"
