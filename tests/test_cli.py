@@ -136,3 +136,21 @@ def test_dry_run_validates_without_training(tmp_path):
     assert res.exit_code == 0
     cfgs = json.loads(res.stdout)
     assert cfgs[0]["decoder"]["kind"] == "gru" and cfgs[0]["train"]["seed"] == 4
+
+
+def test_train_from_config_file_writes_a_run_and_refuses_to_overwrite(tmp_path):
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(
+        "decoder: {kind: gru, z_injection: concat}\nschedule: cyclical\nregularizers: [{kind: word-dropout, rate: 0.3}]\n"
+        "model: {latent_dim: 4, embed_dim: 16, hidden_size: 16}\n"
+        "data: {dataset: {kind: synthetic, n_sentences: 600, n_train: 400, n_valid: 100}}\n"
+        "train: {max_steps: 10, seed: 5}\n"
+    )
+    run = tmp_path / "run"
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    result = json.loads(res.stdout)
+    assert result["decoder"] == "gru" and result["regularizers"] == ["word-dropout"] and result["seed"] == 5
+    assert json.loads((run / "config.json").read_text())["regularizers"][0]["rate"] == 0.3
+    res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(run)])
+    assert res.exit_code == 2 and "already holds a finished run" in res.output
