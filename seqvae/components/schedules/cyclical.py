@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import math
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from seqvae.config import ComponentConfig
+from seqvae.components.schedules._range import RangeConfig
 from seqvae.interfaces import Schedule
 
 
@@ -22,17 +22,9 @@ class CyclicalSchedule(Schedule):
         [0.0, 0.5, 1.0, 1.0, 0.0]
     """
 
-    class Config(ComponentConfig):
+    class Config(RangeConfig):
         n_cycles: int = Field(4, ge=1, description="Number of cycles M over the run.")
         ratio: float = Field(0.5, gt=0.0, le=1.0, description="Share R of each cycle spent rising.")
-        start: float = Field(0.0, ge=0.0, description="beta at the start of each cycle.")
-        stop: float = Field(1.0, ge=0.0, description="beta held for the rest of each cycle.")
-
-        @model_validator(mode="after")
-        def _ordered(self):
-            if self.start > self.stop:
-                raise ValueError(f"start ({self.start}) must not exceed stop ({self.stop})")
-            return self
 
     def __call__(self, step: int, total_steps: int) -> float:
         c = self.config

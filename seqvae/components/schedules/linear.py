@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, model_validator
+from pydantic import Field
 
-from seqvae.config import ComponentConfig
+from seqvae.components.schedules._range import RangeConfig
 from seqvae.interfaces import Schedule
 
 
@@ -19,18 +19,10 @@ class LinearSchedule(Schedule):
         [0.0, 0.5, 1.0, 1.0]
     """
 
-    class Config(ComponentConfig):
-        start: float = Field(0.0, ge=0.0, description="beta at step 0.")
-        stop: float = Field(1.0, ge=0.0, description="beta after the warm-up.")
+    class Config(RangeConfig):
         warmup_steps: int | None = Field(
             None, ge=1, description="Steps to go from start to stop; None = half of the run."
         )
-
-        @model_validator(mode="after")
-        def _ordered(self):
-            if self.start > self.stop:
-                raise ValueError(f"start ({self.start}) must not exceed stop ({self.stop})")
-            return self
 
     def __call__(self, step: int, total_steps: int) -> float:
         c = self.config
