@@ -144,8 +144,11 @@ def bench(
     from seqvae.bench.runner import cell_name, run_grid
 
     if dry_run:
-        payload = [c.model_dump(mode="json") for c in configs]
-        out.print_json(json.dumps(payload)) if as_json else [out.print(cell_name(i, c)) for i, c in enumerate(configs)]
+        if as_json:
+            sys.stdout.write(json.dumps([c.model_dump(mode="json") for c in configs]) + "\n")
+        else:
+            for i, c in enumerate(configs):
+                out.print(cell_name(i, c))
         raise typer.Exit(0)
     out_dir = out_dir or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     results = out_dir / "results.jsonl"

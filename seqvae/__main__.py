@@ -1,0 +1,5 @@
+"""``python -m seqvae`` runs the ``seqvae`` command."""
+
+from seqvae.cli import main
+
+main()
