@@ -29,7 +29,7 @@ app = typer.Typer(
 plugins_app = typer.Typer(help="Registered components (built-ins and plugins).", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
 
-out = Console(width=None if sys.stdout.isatty() else 160)
+out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 log = logging.getLogger("seqvae")
 
@@ -110,6 +110,7 @@ def bench(
     suite: Annotated[str, typer.Option("--suite", help="Benchmark suite fixing data, sizes and budget.", rich_help_panel=TRAINING)] = "synthetic",
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name (overrides the suite's).", rich_help_panel=TRAINING)] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Training steps per cell.", rich_help_panel=TRAINING)] = None,
+    iw_samples: Annotated[Optional[int], typer.Option("--iw-samples", help="K for IW-NLL (default 500; 0 = skip).", rich_help_panel=TRAINING)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON experiment config merged over the suite.", rich_help_panel=TRAINING)] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. decoder.num_layers=2.", rich_help_panel=TRAINING)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/bench-<time>).", rich_help_panel=OUTPUT)] = None,
@@ -128,6 +129,8 @@ def bench(
             raw.setdefault("data", {})["dataset"] = dataset
         if max_steps is not None:
             raw.setdefault("train", {})["max_steps"] = max_steps
+        if iw_samples is not None:
+            raw.setdefault("eval", {})["iw_samples"] = iw_samples
         from seqvae.composer import expand_grid
 
         axes = {"encoder": encoder, "decoder": decoder, "prior": prior, "schedule": schedule,

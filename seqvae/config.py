@@ -137,6 +137,9 @@ class EvalConfig(_Strict):
 
     split: Literal["valid", "test"] = Field("test", description="Split the reported metrics use.")
     au_threshold: float = Field(0.01, gt=0, description="AU counts dims with Var_x(E_q[z_d]) >= this.")
+    iw_samples: int = Field(
+        500, ge=0, description="K importance samples for IW-NLL (0 = skip IW-NLL and ppl_iw)."
+    )
     collapse_kl: float = Field(
         0.1, ge=0, description="A run is collapsed when AU == 0 or KL (nats/sentence) < this."
     )

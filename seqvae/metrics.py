@@ -9,6 +9,13 @@
   noisy, and slightly negative near collapse. Averaged over batches weighted by their size.
 * ``au``: number of dimensions with Var_x(E_q[z_d]) >= ``au_threshold`` (0.01), unbiased variance over
   the whole evaluation set.
+* ``iw_nll`` (with ``iw_samples = K > 0``): -log (1/K) sum_k p(x, z_k) / q(z_k|x), z_k ~ q(z|x), per
+  sentence; the number papers call NLL. It never exceeds -ELBO in expectation and tends to the true
+  NLL as K grows. ``ppl_iw`` = exp(total IW-NLL / total tokens). The K samples go through the decoder
+  as ``(k b)`` rows, in chunks that keep the logits under ``max_chunk_elements`` floats.
+* ``shuffle_gap``: the rise in reconstruction NLL (nats/sentence) when each sentence is decoded from
+  the z of another sentence of its batch (z rolled by one position): about 0 when the decoder
+  ignores z.
 * ``collapsed``: ``au == 0 or kl < collapse_kl`` (see :data:`COLLAPSE_RULE`).
 
 Evaluation runs in ``eval()`` mode (no dropout, no input corruption) with a seeded generator.
@@ -21,13 +28,13 @@ from collections.abc import Iterable
 from typing import Any
 
 import torch
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import Tensor
 
 from seqvae.interfaces import Batch, DiagonalGaussian
 from seqvae.model import SequenceVAE
 
-__all__ = ["COLLAPSE_RULE", "active_units", "batch_mutual_information", "evaluate"]
+__all__ = ["COLLAPSE_RULE", "active_units", "batch_mutual_information", "evaluate", "iw_log_likelihood"]
 
 COLLAPSE_RULE = "collapsed if AU == 0 or KL < {collapse_kl} nats/sentence"
 
@@ -49,6 +56,38 @@ def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
 
 
 @torch.no_grad()
+def iw_log_likelihood(
+    model: SequenceVAE,
+    batch: Batch,
+    k: int,
+    *,
+    generator: torch.Generator | None = None,
+    posterior: DiagonalGaussian | None = None,
+    max_chunk_elements: int = 2**26,
+) -> Tensor:
+    """Importance-weighted estimate of log p(x) per sentence, ``b``, with ``k`` samples of q(z|x).
+
+    Samples are decoded ``c`` at a time as ``(c b)`` rows, ``c`` chosen so the logits hold at most
+    ``max_chunk_elements`` numbers (64 Mi floats = 256 MiB by default).
+    """
+    if k < 1:
+        raise ValueError(f"iw samples must be >= 1, got {k}")
+    post = model.encode(batch) if posterior is None else posterior
+    b, width = batch.inputs.shape
+    per_sample = max(1, b * width * model.ctx.vocab_size)
+    chunk = max(1, min(k, max_chunk_elements // per_sample))
+    z_all = post.rsample(k, generator=generator)  # k b d: small; the decoder logits are what is chunked
+    log_w = []
+    for z in z_all.split(chunk):  # c b d
+        c = z.shape[0]
+        rows = Batch(repeat(batch.tokens, "b t -> (c b) t", c=c), repeat(batch.lengths, "b -> (c b)", c=c),
+                     batch.pad_id)
+        rec = rearrange(model.reconstruction_nll(rows, rearrange(z, "c b d -> (c b) d")), "(c b) -> c b", c=c)
+        log_w.append(model.prior.log_prob(z) - rec - post.log_prob(z))  # c b
+    return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)  # b
+
+
+@torch.no_grad()
 def evaluate(
     model: SequenceVAE,
     batches: Iterable[Batch],
@@ -57,6 +96,7 @@ def evaluate(
     au_threshold: float = 0.01,
     collapse_kl: float = 0.1,
     mi_batch_size: int = 32,
+    iw_samples: int = 0,
     device: torch.device | str | None = None,
 ) -> dict[str, Any]:
     """Compute the metric set on ``batches`` (see the module docstring). Returns plain Python values."""
@@ -68,6 +108,8 @@ def evaluate(
     kl_sum = torch.zeros((), dtype=torch.float64, device=device)
     kl_dim_sum: Tensor | None = None
     mi_sum = torch.zeros((), dtype=torch.float64, device=device)
+    iw_sum = torch.zeros((), dtype=torch.float64, device=device)
+    shuffled_sum = torch.zeros((), dtype=torch.float64, device=device)
     n = tokens = 0
     means = []
     for batch in batches:
@@ -77,6 +119,9 @@ def evaluate(
         rec = model.reconstruction_nll(batch, z)
         kl_dim = model.prior.kl(post, g).per_dim
         rec_sum += rec.double().sum()
+        shuffled_sum += model.reconstruction_nll(batch, torch.roll(z, 1, dims=0)).double().sum()
+        if iw_samples:
+            iw_sum -= iw_log_likelihood(model, batch, iw_samples, generator=g, posterior=post).double().sum()
         kl_sum += kl_dim.double().sum()
         kl_dim_sum = kl_dim.double().sum(0) if kl_dim_sum is None else kl_dim_sum + kl_dim.double().sum(0)
         for idx in torch.split(torch.arange(batch.size, device=device), mi_batch_size):
@@ -91,6 +136,7 @@ def evaluate(
     au, var = active_units(torch.cat(means), au_threshold)
     rec_v, kl_v = float(rec_sum) / n, float(kl_sum) / n
     neg_elbo = rec_v + kl_v
+    iw = {"iw_nll": float(iw_sum) / n, "ppl_iw": math.exp(float(iw_sum) / tokens), "iw_samples": iw_samples}
     return {
         "neg_elbo": neg_elbo,
         "elbo": -neg_elbo,
@@ -100,6 +146,8 @@ def evaluate(
         "ppl_elbo": math.exp(float(rec_sum + kl_sum) / tokens),
         "mi": float(mi_sum) / n,
         "au": au,
+        "shuffle_gap": float(shuffled_sum) / n - rec_v,
+        **(iw if iw_samples else {}),
         "mean_variance_per_dim": [float(x) for x in var],
         "n_sentences": n,
         "n_tokens": tokens,

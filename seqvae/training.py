@@ -177,7 +177,7 @@ def run_experiment(
     batches = eval_batches(corpus.split(cfg.eval.split), corpus.vocab, cfg.data.eval_batch_size)
     metrics = evaluate(
         model, batches, seed=t.seed, au_threshold=cfg.eval.au_threshold, collapse_kl=cfg.eval.collapse_kl,
-        device=system.device,
+        iw_samples=cfg.eval.iw_samples, device=system.device,
     )
     eval_s = time.perf_counter() - start
     names = cfg.component_names()

@@ -13,7 +13,7 @@ from seqvae.cli import app
 
 runner = CliRunner()
 # A small synthetic corpus and a few steps: the CLI path end to end in seconds.
-FAST = ["--max-steps", "8", "--set", "data.dataset.n_sentences=600", "--set", "data.dataset.n_train=400",
+FAST = ["--max-steps", "8", "--iw-samples", "20", "--set", "data.dataset.n_sentences=600", "--set", "data.dataset.n_train=400",
         "--set", "data.dataset.n_valid=100", "--set", "data.batch_size=32"]
 
 
@@ -89,7 +89,8 @@ def test_two_by_two_grid_gives_four_rows(tmp_path):
     for r in rows:
         assert {"encoder", "decoder", "prior", "schedule", "regularizers", "dataset", "seed", "metrics",
                 "collapsed", "components", "run_dir"} <= set(r)
-        assert set(r["metrics"]) >= {"elbo", "rec", "kl", "mi", "au"}
+        assert set(r["metrics"]) >= {"elbo", "rec", "kl", "mi", "au", "iw_nll", "ppl_iw", "ppl_elbo", "shuffle_gap"}
+        assert r["metrics"]["iw_samples"] == 20
         assert all(isinstance(r["metrics"][k], (int, float)) for k in ("elbo", "rec", "kl", "mi", "au"))
         assert isinstance(r["collapsed"], bool) and isinstance(r["regularizers"], list)
         assert r["components"][f"decoder:{r['decoder']}"] == "seqvae==0.1.0"

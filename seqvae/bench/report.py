@@ -8,28 +8,29 @@ from rich.table import Table
 
 __all__ = ["results_table"]
 
-_COLUMNS = [("-ELBO", "neg_elbo", "{:.2f}"), ("rec", "rec", "{:.2f}"), ("KL", "kl", "{:.3f}"),
-            ("MI", "mi", "{:.3f}"), ("AU", "au", "{:d}"), ("PPL(ELBO)", "ppl_elbo", "{:.2f}")]
+_COLUMNS = [("-ELBO", "neg_elbo", "{:.2f}"), ("IW-NLL", "iw_nll", "{:.2f}"), ("rec", "rec", "{:.2f}"),
+            ("KL", "kl", "{:.3f}"), ("MI", "mi", "{:.3f}"), ("AU", "au", "{:d}"),
+            ("gap", "shuffle_gap", "{:.2f}"), ("PPL(IW)", "ppl_iw", "{:.2f}")]
 
 
 def results_table(rows: list[dict[str, Any]], title: str = "seqvae bench") -> Table:
     """One row per grid cell: components, metrics, collapse verdict."""
     table = Table(title=title)
-    for col in ("encoder", "decoder", "prior", "schedule", "regularizers", "seed"):
+    for col in ("encoder/decoder/prior", "schedule", "regularizers", "seed"):
         table.add_column(col, overflow="fold")
     for head, _, _ in _COLUMNS:
         table.add_column(head, justify="right")
     table.add_column("collapsed")
     table.add_column("tok/s", justify="right")
     for r in rows:
-        base = [r["encoder"], r["decoder"], r["prior"], r["schedule"], "+".join(r["regularizers"]) or "-",
+        base = [f"{r['encoder']}/{r['decoder']}/{r['prior']}", r["schedule"], "+".join(r["regularizers"]) or "-",
                 str(r["seed"])]
         m = r.get("metrics")
         if r.get("status") != "ok" or not m:
             err = str(r.get("error", "failed"))
             table.add_row(*base, *["-"] * len(_COLUMNS), "FAILED", err[:60])
             continue
-        cells = [fmt.format(m[key]) for _, key, fmt in _COLUMNS]
+        cells = [fmt.format(m[key]) if key in m else "-" for _, key, fmt in _COLUMNS]
         tps = r.get("train_tokens_per_second")
         table.add_row(*base, *cells, "yes" if r["collapsed"] else "no", f"{tps:,.0f}" if tps else "-")
     return table
