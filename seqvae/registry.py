@@ -303,7 +303,7 @@ class Registry:
     def _load(self, entry: EntryInfo) -> Any:
         if entry.obj is not None:
             return entry.obj
-        if entry.status == "broken" and entry.error is not None and entry.obj is None:
+        if entry.status == "broken" and entry.error is not None:
             err_cls = PluginValidationError if entry.error.startswith("contract:") else PluginLoadError
             raise err_cls(self.kind, entry.name, entry.dist, entry.value, entry.error)
         try:
