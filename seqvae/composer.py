@@ -16,11 +16,14 @@ __all__ = ["GRID_AXES", "build_context", "build_model", "component_provenance", 
 
 
 def build_context(cfg: ExperimentConfig, vocab: Vocab) -> BuildContext:
-    """The shared sizes for ``cfg`` on a corpus with vocabulary ``vocab``."""
+    """The shared sizes for ``cfg`` on a corpus with vocabulary ``vocab``.
+
+    ``latent_dim`` is 0 for the language-model baseline (encoder and prior ``none``).
+    """
     m = cfg.model
     return BuildContext(
         vocab_size=len(vocab), pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-        unk_id=vocab.unk_id, latent_dim=m.latent_dim, embed_dim=m.embed_dim, hidden_size=m.hidden_size,
+        unk_id=vocab.unk_id, latent_dim=m.latent_dim if cfg.has_latent else 0, embed_dim=m.embed_dim, hidden_size=m.hidden_size,
     )
 
 

@@ -20,6 +20,7 @@ from pydantic import (
     Field,
     SerializeAsAny,
     ValidationError,
+    model_validator,
 )
 from pydantic_core import PydanticCustomError
 
@@ -159,6 +160,26 @@ class ExperimentConfig(_Strict):
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    @model_validator(mode="after")
+    def _latent_pairing(self) -> ExperimentConfig:
+        from seqvae.registry import get_registry
+
+        enc = getattr(get_registry("encoder").get(self.encoder.kind), "has_latent", True)
+        pri = getattr(get_registry("prior").get(self.prior.kind), "has_latent", True)
+        if enc != pri:
+            raise ValueError(
+                f"encoder '{self.encoder.kind}' and prior '{self.prior.kind}' do not match: the "
+                "language-model baseline needs both 'none', a VAE needs neither"
+            )
+        return self
+
+    @property
+    def has_latent(self) -> bool:
+        """False for the language-model baseline (encoder and prior ``none``)."""
+        from seqvae.registry import get_registry
+
+        return getattr(get_registry("encoder").get(self.encoder.kind), "has_latent", True)
 
     def component_names(self) -> dict[str, Any]:
         """Names of the components in this config, by slot."""

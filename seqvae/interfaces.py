@@ -161,6 +161,10 @@ class Encoder(nn.Module, _Component, ABC):
     Padding must not change the result: a sentence encodes the same alone or in a padded batch.
     """
 
+    #: False for the ``none`` encoder of the language-model baseline: the model then has no latent
+    #: (the composer builds every component with ``latent_dim = 0``).
+    has_latent: ClassVar[bool] = True
+
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()
         self.config, self.ctx = config, ctx
@@ -196,6 +200,9 @@ class Decoder(nn.Module, _Component, ABC):
 
 class Prior(nn.Module, _Component, ABC):
     """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``."""
+
+    #: False for the ``none`` prior of the language-model baseline (it pairs with encoder ``none``).
+    has_latent: ClassVar[bool] = True
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()

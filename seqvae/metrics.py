@@ -16,7 +16,11 @@
 * ``shuffle_gap``: the rise in reconstruction NLL (nats/sentence) when each sentence is decoded from
   the z of another sentence of its batch (z rolled by one position): about 0 when the decoder
   ignores z.
-* ``collapsed``: ``au == 0 or kl < collapse_kl`` (see :data:`COLLAPSE_RULE`).
+* ``collapsed``: ``au == 0 or kl < collapse_kl`` (see :data:`COLLAPSE_RULE`); ``None`` for a model
+  without latent (the language-model baseline), where collapse has no meaning.
+
+For a model without latent (``latent_dim = 0``) -ELBO is the exact NLL; IW-NLL is then computed with
+one sample (exact as well) whatever ``iw_samples`` says, and ``iw_samples`` reports 1.
 
 Evaluation runs in ``eval()`` mode (no dropout, no input corruption) with a seeded generator.
 """
@@ -37,6 +41,7 @@ from seqvae.model import SequenceVAE
 __all__ = ["COLLAPSE_RULE", "active_units", "batch_mutual_information", "evaluate", "iw_log_likelihood"]
 
 COLLAPSE_RULE = "collapsed if AU == 0 or KL < {collapse_kl} nats/sentence"
+NO_LATENT_RULE = "no latent (language-model baseline): collapse does not apply"
 
 
 def batch_mutual_information(posterior: DiagonalGaussian, z: Tensor) -> Tensor:
@@ -51,7 +56,8 @@ def batch_mutual_information(posterior: DiagonalGaussian, z: Tensor) -> Tensor:
 
 def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
     """``(AU, variance per dim)`` from posterior means ``n d`` (unbiased variance over n)."""
-    var = means.var(dim=0, unbiased=True) if means.shape[0] > 1 else torch.zeros(means.shape[1])
+    n, d = means.shape
+    var = means.var(dim=0, unbiased=True) if n > 1 and d > 0 else torch.zeros(d)
     return int((var >= threshold).sum()), var
 
 
@@ -104,6 +110,9 @@ def evaluate(
     model.eval()
     device = device or next(model.parameters()).device
     g = torch.Generator(device=device).manual_seed(seed)
+    has_latent = model.ctx.latent_dim > 0
+    if not has_latent:
+        iw_samples = min(iw_samples, 1)  # exact: every importance weight equals p(x)
     rec_sum = torch.zeros((), dtype=torch.float64, device=device)
     kl_sum = torch.zeros((), dtype=torch.float64, device=device)
     kl_dim_sum: Tensor | None = None
@@ -151,6 +160,6 @@ def evaluate(
         "mean_variance_per_dim": [float(x) for x in var],
         "n_sentences": n,
         "n_tokens": tokens,
-        "collapsed": bool(au == 0 or kl_v < collapse_kl),
-        "collapse_rule": COLLAPSE_RULE.format(collapse_kl=collapse_kl),
+        "collapsed": bool(au == 0 or kl_v < collapse_kl) if has_latent else None,
+        "collapse_rule": COLLAPSE_RULE.format(collapse_kl=collapse_kl) if has_latent else NO_LATENT_RULE,
     }

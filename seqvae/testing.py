@@ -11,6 +11,8 @@ raises ``AssertionError`` with a message when the contract is broken. Usage in a
 
 from __future__ import annotations
 
+import dataclasses
+
 from typing import Any
 
 import torch
@@ -38,8 +40,14 @@ TINY_CTX = BuildContext(
 
 
 def build_component(kind: str, name: str, ctx: BuildContext = TINY_CTX, **params: Any) -> Any:
-    """Build registered component ``name`` of ``kind`` from its Config (defaults plus ``params``)."""
+    """Build registered component ``name`` of ``kind`` from its Config (defaults plus ``params``).
+
+    A component without latent (``has_latent = False``, the LM baseline's ``none``) is built with
+    ``latent_dim = 0``, as the composer does.
+    """
     cls = get_registry(kind).get(name)
+    if not getattr(cls, "has_latent", True):
+        ctx = dataclasses.replace(ctx, latent_dim=0)
     return cls(cls.Config(kind=name, **params), ctx)
 
 
@@ -61,17 +69,36 @@ def _assert_grads(module: torch.nn.Module, what: str) -> None:
 
 
 def check_config_roundtrip(kind: str, name: str) -> None:
-    """``Config`` survives a JSON round trip and forbids unknown fields."""
+    """``Config`` survives a JSON round trip and forbids unknown fields.
+
+    A Config with required fields is checked on the first entry of its
+    ``model_config["json_schema_extra"]["examples"]`` (which it must then provide).
+    """
     cls = get_registry(kind).get(name)
-    cfg = cls.Config(kind=name)
+    params = config_example(cls.Config)
+    cfg = cls.Config(kind=name, **params)
     again = cls.Config.model_validate(cfg.model_dump(mode="json"))
     assert again == cfg, f"{kind} '{name}': Config changes in a JSON round trip"
     try:
-        cls.Config(kind=name, surely_not_a_field=1)
+        cls.Config(kind=name, **params, surely_not_a_field=1)
     except Exception:
         pass
     else:
         raise AssertionError(f"{kind} '{name}': Config accepts unknown fields")
+
+
+def config_example(config_cls: type) -> dict[str, Any]:
+    """Field values for a Config with required fields (its first schema example); ``{}`` otherwise."""
+    required = [n for n, f in config_cls.model_fields.items() if f.is_required() and n != "kind"]
+    if not required:
+        return {}
+    extra = config_cls.model_config.get("json_schema_extra") or {}
+    examples = extra.get("examples") if isinstance(extra, dict) else None
+    assert examples, (
+        f"{config_cls.__qualname__} has required fields {required}: give an example in "
+        "model_config['json_schema_extra']['examples']"
+    )
+    return {k: v for k, v in examples[0].items() if k != "kind"}
 
 
 def check_encoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
@@ -79,11 +106,12 @@ def check_encoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
     enc = build_component("encoder", name, ctx)
     tokens, lengths = random_batch_tokens([5, 3, 1], ctx)
     post = enc(tokens, lengths)
-    b, d = 3, ctx.latent_dim
+    b, d = 3, enc.ctx.latent_dim
     assert isinstance(post, DiagonalGaussian), f"encoder '{name}' must return a DiagonalGaussian"
     assert post.mean.shape == (b, d) and post.logvar.shape == (b, d), f"encoder '{name}': want b d = {(b, d)}"
-    (post.mean.sum() + post.logvar.sum()).backward()
-    _assert_grads(enc, f"encoder '{name}'")
+    if any(p.requires_grad for p in enc.parameters()):
+        (post.mean.sum() + post.logvar.sum()).backward()
+        _assert_grads(enc, f"encoder '{name}'")
     enc.eval()
     with torch.no_grad():
         full = enc(tokens, lengths)
@@ -127,7 +155,7 @@ def check_decoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
 def check_prior(name: str, ctx: BuildContext = TINY_CTX) -> None:
     """``log_prob``, ``sample`` and ``kl`` shapes; KL >= 0 and close to a Monte Carlo estimate."""
     prior = build_component("prior", name, ctx)
-    d = ctx.latent_dim
+    d = prior.ctx.latent_dim
     z = prior.sample(5)
     assert z.shape == (5, d), f"prior '{name}': sample(n) must be n d"
     assert prior.log_prob(torch.zeros(3, 5, d)).shape == (3, 5), f"prior '{name}': log_prob(... d) -> ..."

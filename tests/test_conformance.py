@@ -20,7 +20,7 @@ def test_component_conforms(kind: str, name: str) -> None:
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
-@pytest.mark.parametrize("name", get_registry("encoder").names())
+@pytest.mark.parametrize("name", ["lstm", "gru"])
 def test_encoder_options_conform(name: str, bidirectional: bool) -> None:
     """Bidirectional and stacked encoders are padding-invariant too."""
     import torch

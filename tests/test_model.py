@@ -140,3 +140,55 @@ def _test_batches(cfg, cache):
 
     corpus = SyntheticDataset(cfg.data.dataset).load(cache)
     return eval_batches(corpus.split("test"), corpus.vocab, cfg.data.eval_batch_size)
+
+
+def test_kl_and_mi_match_hand_computed_values():
+    from seqvae.components.priors.gaussian import GaussianPrior
+
+    post = DiagonalGaussian(torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, math.log(4.0)]]))
+    kl = GaussianPrior(GaussianPrior.Config(kind="gaussian"), None).kl(post).per_dim
+    torch.testing.assert_close(kl, torch.tensor([[0.5, 0.5 * (3 - math.log(4.0))]]))
+    # two unit-variance posteriors at -1 and +1, each sampled at its own mean:
+    # MI = -H + log 2 - log(1 + e^-2) - 0.5 log(2 pi) + 0.5 log(2 pi) = log 2 - 0.5 - log(1 + e^-2)
+    pair = DiagonalGaussian(torch.tensor([[-1.0], [1.0]]), torch.zeros(2, 1))
+    mi = batch_mutual_information(pair, torch.tensor([[-1.0], [1.0]]))
+    assert mi.item() == pytest.approx(math.log(2) - 0.5 - math.log(1 + math.exp(-2)), abs=1e-6)
+
+
+def test_shuffle_gap_is_the_rolled_z_reconstruction_minus_the_plain_one():
+    model = tiny_model()
+    batch = tiny_store(8).batch(torch.arange(8), VOCAB)
+    m = evaluate(model, [batch], seed=4)
+    model.eval()
+    with torch.no_grad():
+        g = torch.Generator().manual_seed(4)
+        z = model.encode(batch).rsample(generator=g)
+        plain = model.reconstruction_nll(batch, z).mean()
+        rolled = model.reconstruction_nll(batch, torch.roll(z, 1, 0)).mean()
+    assert m["rec"] == pytest.approx(float(plain), rel=1e-5)
+    assert m["shuffle_gap"] == pytest.approx(float(rolled - plain), abs=1e-4)
+
+
+def test_language_model_baseline_has_no_latent_and_an_exact_nll():
+    lm = tiny_model(encoder="none", prior="none")
+    assert lm.ctx.latent_dim == 0
+    assert lm.decoder.z_to_state is None and lm.decoder.rnn.input_size == 8  # z enters nowhere
+    store = tiny_store(20)
+    from seqvae.data.datamodule import eval_batches
+
+    m = evaluate(lm, eval_batches(store, VOCAB, 8), iw_samples=50)
+    assert m["kl"] == 0 and m["mi"] == 0 and m["au"] == 0 and m["shuffle_gap"] == 0
+    assert m["iw_samples"] == 1 and m["iw_nll"] == pytest.approx(m["neg_elbo"], rel=1e-9)
+    assert m["collapsed"] is None and "no latent" in m["collapse_rule"]
+    out = lm(store.batch(torch.arange(4), VOCAB))
+    assert out.z.shape == (4, 0) and torch.all(out.kl == 0)
+    out.loss.backward()  # trains as a plain language model
+    assert lm.decoder.out.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(("encoder", "prior"), [("none", "gaussian"), ("lstm", "none")])
+def test_half_a_language_model_is_a_config_error(encoder, prior):
+    from seqvae.config import ConfigError
+
+    with pytest.raises(ConfigError, match="language-model baseline needs both 'none'"):
+        validate_experiment({"encoder": encoder, "prior": prior})

@@ -32,7 +32,8 @@ class _RNNDecoder(Decoder):
     """An RNN language model conditioned on z.
 
     With ``init``, the initial cell state is ``c0 = W z`` and the hidden state ``h0 = tanh(c0)``
-    (He et al. 2019); with ``concat`` z is appended to every input embedding.
+    (He et al. 2019); with ``concat`` z is appended to every input embedding. With ``latent_dim = 0``
+    (the language-model baseline) z does not enter at all, whatever ``z_injection`` says.
     """
 
     Config = RNNDecoderConfig
@@ -42,8 +43,9 @@ class _RNNDecoder(Decoder):
         super().__init__(config, ctx)
         self.hidden = config.hidden_size or ctx.hidden_size
         self.layers = config.num_layers
-        self.concat = config.z_injection in ("concat", "both")
-        self.init = config.z_injection in ("init", "both")
+        has_z = ctx.latent_dim > 0
+        self.concat = has_z and config.z_injection in ("concat", "both")
+        self.init = has_z and config.z_injection in ("init", "both")
         self.embed = nn.Embedding(ctx.vocab_size, ctx.embed_dim, padding_idx=ctx.pad_id)
         self.embed_dropout = nn.Dropout(config.embed_dropout)
         in_dim = ctx.embed_dim + (ctx.latent_dim if self.concat else 0)
