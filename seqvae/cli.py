@@ -109,6 +109,7 @@ def bench(
     seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Seed (repeat for several).", rich_help_panel=COMPONENTS)] = None,
     suite: Annotated[str, typer.Option("--suite", help="Benchmark suite fixing data, sizes and budget.", rich_help_panel=TRAINING)] = "synthetic",
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name (overrides the suite's).", rich_help_panel=TRAINING)] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder of the corpus files (sets data.dataset.data_dir).", rich_help_panel=TRAINING)] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Training steps per cell.", rich_help_panel=TRAINING)] = None,
     iw_samples: Annotated[Optional[int], typer.Option("--iw-samples", help="K for IW-NLL (default 500; 0 = skip).", rich_help_panel=TRAINING)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON experiment config merged over the suite.", rich_help_panel=TRAINING)] = None,
@@ -127,6 +128,8 @@ def bench(
         raw = _raw_config(config, list(sets or []), suite)
         if dataset:
             raw.setdefault("data", {})["dataset"] = dataset
+        if data_dir is not None:
+            _set_data_dir(raw, data_dir)
         if max_steps is not None:
             raw.setdefault("train", {})["max_steps"] = max_steps
         if iw_samples is not None:
@@ -155,12 +158,12 @@ def bench(
         raise typer.Exit(0)
     out_dir = out_dir or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     results = out_dir / "results.jsonl"
-    if results.exists():
-        if not overwrite:
-            _fail(f"{out_dir}: already holds results.jsonl from another bench; pass --overwrite or pick --out")
-        results.unlink()
+    if results.exists() and not overwrite:
+        _fail(f"{out_dir}: already holds results.jsonl from another bench; pass --overwrite or pick --out")
+    corpora = _load_corpora(configs, cache_dir)  # bad corpus input stops here, before any training
+    results.unlink(missing_ok=True)
     log.info("running %d cell(s) into %s", len(configs), out_dir)
-    rows = run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress))
+    rows = run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpora=corpora)
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
     else:
@@ -172,6 +175,32 @@ def bench(
             out.print(f"Collapse verdict: {rule}.")
     if any(r["status"] != "ok" for r in rows):
         raise typer.Exit(1)
+
+
+def _set_data_dir(raw: dict[str, Any], data_dir: Path) -> None:
+    """Point the config's dataset at ``data_dir`` (absolute, so the run folder stays valid elsewhere)."""
+    data = raw.setdefault("data", {})
+    spec = data.get("dataset", "synthetic")
+    spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
+    spec["data_dir"] = str(data_dir.expanduser().resolve())
+    data["dataset"] = spec
+
+
+def _load_corpora(configs: list[Any], cache_dir: Optional[Path]) -> dict[str, Any]:
+    """Load each distinct data set of a grid once; bad corpus input exits with code 2."""
+    from seqvae.bench.runner import dataset_key
+    from seqvae.data.corpora import CorpusError
+    from seqvae.training import load_corpus
+
+    corpora: dict[str, Any] = {}
+    for cfg in configs:
+        key = dataset_key(cfg)
+        if key not in corpora:
+            try:
+                corpora[key] = load_corpus(cfg.data.dataset, cache_dir)
+            except CorpusError as exc:
+                _fail(f"dataset '{cfg.data.dataset.kind}': {exc}")
+    return corpora
 
 
 @app.command(epilog="Example:\n\n  seqvae train --config exp.yaml --set train.max_steps=500 --out runs/exp")
@@ -195,13 +224,77 @@ def train(
         _fail(f"{out_dir}: already holds a finished run; pass --overwrite or pick --out")
     from seqvae.training import run_experiment
 
-    result = run_experiment(cfg, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress))
+    (corpus,) = _load_corpora([cfg], cache_dir).values()
+    result = run_experiment(cfg, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpus=corpus)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
         from seqvae.bench.report import results_table
 
         out.print(results_table([result], title=f"seqvae train -> {out_dir}"))
+
+
+@app.command(
+    "eval",
+    epilog=(
+        "Examples:\n\n  seqvae eval runs/bench-x/000-lstm-lstm-gaussian-sigmoid-none-s0\n\n"
+        "  seqvae eval run/checkpoint.pt --split valid --iw-samples 50 --json"
+    ),
+)
+def eval_(
+    target: Annotated[Path, typer.Argument(help="A run folder (with checkpoint.pt) or a checkpoint file.")],
+    split: Annotated[Optional[str], typer.Option("--split", help="valid or test (default: the run's).")] = None,
+    iw_samples: Annotated[Optional[int], typer.Option("--iw-samples", help="K for IW-NLL (default: the run's; 0 = skip).")] = None,
+    data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Read the corpus from here instead of the stored path.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+) -> None:
+    """Evaluate a trained model: -ELBO, IW-NLL, PPL, KL, MI, AU, shuffle gap, collapse verdict.
+
+    For a run folder the result is also written to ``eval-<split>-k<K>.json`` in that folder.
+    """
+    _setup_logging(verbose)
+    if split is not None and split not in ("valid", "test", "train"):
+        _fail(f"--split must be train, valid or test, got '{split}'")
+    if iw_samples is not None and iw_samples < 0:
+        _fail(f"--iw-samples must be >= 0, got {iw_samples}")
+    path = target / "checkpoint.pt" if target.is_dir() else target
+    from seqvae.training import evaluate_run, load_checkpoint
+
+    try:
+        model, cfg, vocab = load_checkpoint(path)
+    except ConfigError as exc:
+        _fail(str(exc))
+    except ValueError as exc:
+        _fail(str(exc))
+    if data_dir is not None:
+        raw = cfg.model_dump(mode="json")
+        _set_data_dir(raw, data_dir)
+        try:
+            cfg = validate_experiment(raw, source=f"config stored in {path} with --data-dir")
+        except ConfigError as exc:
+            _fail(str(exc))
+    (corpus,) = _load_corpora([cfg], cache_dir).values()
+    if corpus.vocab != vocab:
+        _fail(
+            f"{path}: the checkpoint's vocabulary ({len(vocab)} words) differs from the corpus's "
+            f"({len(corpus.vocab)} words); is --data-dir the corpus it was trained on?"
+        )
+    result = {"checkpoint": str(path), **evaluate_run(model, cfg, corpus, split=split, iw_samples=iw_samples)}
+    names = cfg.component_names()
+    result = {**{k: names[k] for k in ("encoder", "decoder", "prior", "schedule", "regularizers", "dataset")},
+              "seed": cfg.train.seed, **result, "collapsed": result["metrics"]["collapsed"], "status": "ok"}
+    if target.is_dir():
+        k = result["metrics"].get("iw_samples", 0)
+        (target / f"eval-{result['split']}-k{k}.json").write_text(json.dumps(result, indent=2))
+    if as_json:
+        sys.stdout.write(json.dumps(result) + "\n")
+    else:
+        from seqvae.bench.report import results_table
+
+        out.print(results_table([result], title=f"seqvae eval {path} ({result['split']})"))
+        out.print(f"Collapse verdict: {result['metrics']['collapse_rule']}.")
 
 
 @plugins_app.command("list")

@@ -17,14 +17,23 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from seqvae.composer import build_model, component_provenance
-from seqvae.config import ExperimentConfig
+from seqvae.config import ComponentConfig, ExperimentConfig
+from seqvae.data.corpus import Corpus
 from seqvae.data.datamodule import TextDataModule, eval_batches
 from seqvae.interfaces import Batch
 from seqvae.metrics import evaluate
 from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 
-__all__ = ["VAESystem", "default_cache_dir", "load_checkpoint", "run_experiment", "save_checkpoint"]
+__all__ = [
+    "VAESystem",
+    "default_cache_dir",
+    "evaluate_run",
+    "load_checkpoint",
+    "load_corpus",
+    "run_experiment",
+    "save_checkpoint",
+]
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "seqvae-checkpoint/1"
@@ -120,17 +129,53 @@ def load_checkpoint(path: str | Path) -> tuple[SequenceVAE, ExperimentConfig, An
     return model, cfg, vocab
 
 
+def load_corpus(dataset: ComponentConfig, cache_dir: str | Path | None = None) -> Corpus:
+    """Build the corpus that a dataset config names (``cfg.data.dataset``) through the registry.
+
+    Raises:
+        seqvae.data.corpora.CorpusError: bad corpus input, naming the file and line.
+    """
+    builder = get_registry("dataset").get(dataset.kind)(dataset)
+    return builder.load(Path(cache_dir) if cache_dir else default_cache_dir())
+
+
+def evaluate_run(
+    model: SequenceVAE,
+    cfg: ExperimentConfig,
+    corpus: Corpus,
+    *,
+    split: str | None = None,
+    iw_samples: int | None = None,
+    device: torch.device | str = "cpu",
+) -> dict[str, Any]:
+    """The metric set of ``model`` on a split of ``corpus`` with the settings of ``cfg.eval``.
+
+    ``split`` and ``iw_samples`` override the config's. Timing is added as ``eval_seconds``.
+    """
+    e = cfg.eval
+    split = split or e.split
+    start = time.perf_counter()
+    batches = eval_batches(corpus.split(split), corpus.vocab, cfg.data.eval_batch_size)
+    metrics = evaluate(
+        model, batches, seed=cfg.train.seed, au_threshold=e.au_threshold, collapse_kl=e.collapse_kl,
+        iw_samples=e.iw_samples if iw_samples is None else iw_samples, device=device,
+    )
+    return {"split": split, "metrics": metrics, "eval_seconds": round(time.perf_counter() - start, 3)}
+
+
 def run_experiment(
     cfg: ExperimentConfig,
     run_dir: str | Path,
     *,
     cache_dir: str | Path | None = None,
     progress: bool = False,
+    corpus: Corpus | None = None,
 ) -> dict[str, Any]:
     """Train ``cfg`` with Lightning, evaluate it, and write the run folder.
 
     The folder receives ``config.json`` (resolved config), ``logs/metrics.csv`` (training curves),
-    ``checkpoint.pt`` and ``result.json`` (metrics, provenance, timings).
+    ``checkpoint.pt`` and ``result.json`` (metrics, provenance, timings). ``corpus`` skips loading the
+    data set (a grid passes the one it loaded for all its cells).
 
     Returns:
         The ``result.json`` content.
@@ -141,8 +186,8 @@ def run_experiment(
     (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     t = cfg.train
     L.seed_everything(t.seed, workers=True, verbose=False)
-    dataset = get_registry("dataset").get(cfg.data.dataset.kind)(cfg.data.dataset)
-    corpus = dataset.load(Path(cache_dir) if cache_dir else default_cache_dir())
+    if corpus is None:
+        corpus = load_corpus(cfg.data.dataset, cache_dir)
     model = build_model(cfg, corpus.vocab)
     system = VAESystem(model, cfg)
     dm = TextDataModule(corpus, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.bucket_factor, t.seed)
@@ -173,13 +218,8 @@ def run_experiment(
     train_s = time.perf_counter() - start
     tokens = int(system.tokens_seen)
     save_checkpoint(run_dir / "checkpoint.pt", model, cfg, corpus.vocab.to_list())
-    start = time.perf_counter()
-    batches = eval_batches(corpus.split(cfg.eval.split), corpus.vocab, cfg.data.eval_batch_size)
-    metrics = evaluate(
-        model, batches, seed=t.seed, au_threshold=cfg.eval.au_threshold, collapse_kl=cfg.eval.collapse_kl,
-        iw_samples=cfg.eval.iw_samples, device=system.device,
-    )
-    eval_s = time.perf_counter() - start
+    evaluated = evaluate_run(model, cfg, corpus, device=system.device)
+    metrics = evaluated["metrics"]
     names = cfg.component_names()
     result = {
         **{k: names[k] for k in ("encoder", "decoder", "prior", "schedule", "regularizers", "dataset")},
@@ -191,7 +231,9 @@ def run_experiment(
         "run_dir": str(run_dir),
         "steps": int(trainer.global_step),
         "train_seconds": round(train_s, 3),
-        "eval_seconds": round(eval_s, 3),
+        "eval_seconds": evaluated["eval_seconds"],
+        "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
+                 if k in corpus.info},
         "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
         "versions": _versions(),
         "command": sys.argv,

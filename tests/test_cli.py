@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import subprocess
 import sys
 
@@ -155,3 +156,92 @@ def test_train_from_config_file_writes_a_run_and_refuses_to_overwrite(tmp_path):
     assert json.loads((run / "config.json").read_text())["regularizers"][0]["rate"] == 0.3
     res = runner.invoke(app, ["train", "--config", str(cfg), "--out", str(run)])
     assert res.exit_code == 2 and "already holds a finished run" in res.output
+
+
+def _tiny_ptb(folder):
+    """Three small files in the PTB layout (checksums off: these are not the canonical files)."""
+    folder.mkdir()
+    words = "the a cat dog sat ran on mat N <unk>".split()
+    for split, n in (("train", 200), ("valid", 30), ("test", 40)):
+        lines = [" " + " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(2 + i % 6)) + " " for i in range(n)]
+        (folder / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+PTB_FAST = ["--suite", "ptb", "--set", "data.dataset.verify_checksums=false", "--set", "model.embed_dim=16",
+            "--set", "model.hidden_size=16", "--set", "model.latent_dim=4", "--max-steps", "6", "--iw-samples", "5"]
+
+
+def test_ptb_suite_with_data_dir_reports_the_metric_set_and_eval_reproduces_it(tmp_path):
+    data = _tiny_ptb(tmp_path / "ptb")
+    out = tmp_path / "bench"
+    res = runner.invoke(app, ["bench", *PTB_FAST, "--data-dir", str(data), "--encoder", "lstm", "--encoder", "none",
+                              "--prior", "gaussian", "--prior", "none", "--out", str(out), "--json"])
+    assert res.exit_code == 2 and "language-model baseline needs both" in res.output  # mixed pairs are refused
+    res = runner.invoke(app, ["bench", *PTB_FAST, "--data-dir", str(data), "--schedule", "sigmoid", "--out", str(out),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    assert set(row["metrics"]) >= {"elbo", "rec", "kl", "iw_nll", "ppl_iw", "ppl_elbo", "mi", "au", "shuffle_gap",
+                                   "collapsed"}
+    assert row["dataset"] == "ptb" and row["data"]["sentences"] == {"train": 200, "valid": 30, "test": 40}
+    run = Path(row["run_dir"])
+    assert json.loads((run / "config.json").read_text())["data"]["dataset"]["data_dir"] == str(data.resolve())
+    # seqvae eval on the run folder gives the same numbers with the same K and seed
+    res = runner.invoke(app, ["eval", str(run), "--json"])
+    assert res.exit_code == 0, res.output
+    again = json.loads(res.stdout)
+    for key in ("neg_elbo", "iw_nll", "kl", "mi", "au", "shuffle_gap"):
+        assert again["metrics"][key] == pytest.approx(row["metrics"][key], rel=1e-6, abs=1e-9)
+    assert (run / "eval-test-k5.json").exists()
+    res = runner.invoke(app, ["eval", str(run / "checkpoint.pt"), "--split", "valid", "--iw-samples", "0", "--json"])
+    assert res.exit_code == 0, res.output
+    valid = json.loads(res.stdout)
+    assert valid["split"] == "valid" and valid["metrics"]["n_sentences"] == 30 and "iw_nll" not in valid["metrics"]
+    res = runner.invoke(app, ["eval", str(run)])  # the table
+    assert res.exit_code == 0 and "Collapse verdict" in res.output
+
+
+def test_language_model_row_in_a_grid(tmp_path):
+    data = _tiny_ptb(tmp_path / "ptb")
+    res = runner.invoke(app, ["bench", *PTB_FAST, "--data-dir", str(data), "--encoder", "none", "--prior", "none",
+                              "--out", str(tmp_path / "b"), "--json"])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    m = row["metrics"]
+    assert row["collapsed"] is None and m["kl"] == 0 and m["iw_nll"] == pytest.approx(m["neg_elbo"])
+
+
+def test_bad_corpus_input_exits_2_before_training(tmp_path):
+    data = _tiny_ptb(tmp_path / "ptb")
+    (data / "ptb.valid.txt").write_bytes(b" fine line \n broken \xfe line \n")
+    out = tmp_path / "b"
+    res = runner.invoke(app, ["bench", *PTB_FAST, "--data-dir", str(data), "--out", str(out)])
+    assert res.exit_code == 2
+    assert "ptb.valid.txt:2: not valid UTF-8" in res.output
+    assert not (out / "results.jsonl").exists()
+    res = runner.invoke(app, ["bench", *PTB_FAST, "--data-dir", str(tmp_path / "nowhere"), "--out", str(out)])
+    assert res.exit_code == 2 and "ptb.train.txt: file not found" in res.output
+    res = runner.invoke(app, ["bench", "--data-dir", str(data), "--out", str(out), *FAST])  # synthetic has no files
+    assert res.exit_code == 2 and "data.dataset.data_dir" in res.output
+
+
+def test_eval_errors_exit_2(tmp_path):
+    res = runner.invoke(app, ["eval", str(tmp_path / "missing.pt")])
+    assert res.exit_code == 2 and "checkpoint not found" in res.output
+    junk = tmp_path / "junk.pt"
+    junk.write_bytes(b"not a checkpoint")
+    res = runner.invoke(app, ["eval", str(junk)])
+    assert res.exit_code == 2 and "not a readable seqvae checkpoint" in res.output
+    data = _tiny_ptb(tmp_path / "ptb")
+    out = tmp_path / "b"
+    res = runner.invoke(app, ["bench", *PTB_FAST, "--data-dir", str(data), "--out", str(out), "--json"])
+    run = json.loads(res.stdout)[0]["run_dir"]
+    other = tmp_path / "other"
+    other.mkdir()
+    for split in ("train", "valid", "test"):
+        (other / f"ptb.{split}.txt").write_text(" completely different words here \n")
+    res = runner.invoke(app, ["eval", run, "--data-dir", str(other)])
+    assert res.exit_code == 2 and "vocabulary" in res.output
+    res = runner.invoke(app, ["eval", run, "--split", "dev"])
+    assert res.exit_code == 2 and "--split must be" in res.output

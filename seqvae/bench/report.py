@@ -32,5 +32,6 @@ def results_table(rows: list[dict[str, Any]], title: str = "seqvae bench") -> Ta
             continue
         cells = [fmt.format(m[key]) if key in m else "-" for _, key, fmt in _COLUMNS]
         tps = r.get("train_tokens_per_second")
-        table.add_row(*base, *cells, "yes" if r["collapsed"] else "no", f"{tps:,.0f}" if tps else "-")
+        verdict = "n/a" if r["collapsed"] is None else "yes" if r["collapsed"] else "no"
+        table.add_row(*base, *cells, verdict, f"{tps:,.0f}" if tps else "-")
     return table

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
 
-__all__ = ["cell_name", "run_grid"]
+__all__ = ["cell_name", "dataset_key", "run_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -22,6 +22,11 @@ def cell_name(index: int, cfg: ExperimentConfig) -> str:
     return f"{index:03d}-{n['encoder']}-{n['decoder']}-{n['prior']}-{n['schedule']}-{regs}-s{cfg.train.seed}"
 
 
+def dataset_key(cfg: ExperimentConfig) -> str:
+    """Identifies the data set of ``cfg`` (cells with equal keys share one loaded corpus)."""
+    return json.dumps(cfg.data.dataset.model_dump(mode="json"), sort_keys=True)
+
+
 def run_grid(
     configs: list[ExperimentConfig],
     out_dir: str | Path,
@@ -29,9 +34,16 @@ def run_grid(
     cache_dir: str | Path | None = None,
     progress: bool = False,
     on_result: Callable[[dict[str, Any]], None] | None = None,
+    corpora: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """Train and evaluate every config; a failing cell is recorded (status ``failed``) and the grid goes on."""
-    from seqvae.training import run_experiment
+    """Train and evaluate every config; a failing cell is recorded (status ``failed``) and the grid goes on.
+
+    Each distinct data set is loaded once and shared by the cells that use it; ``corpora`` may
+    hold some already loaded, keyed by :func:`dataset_key`.
+    """
+    from seqvae.training import load_corpus, run_experiment
+
+    corpora = dict(corpora or {})
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -40,7 +52,10 @@ def run_grid(
         run_dir = out_dir / cell_name(i, cfg)
         log.info("cell %d/%d: %s", i + 1, len(configs), run_dir.name)
         try:
-            row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress)
+            key = dataset_key(cfg)
+            if key not in corpora:
+                corpora[key] = load_corpus(cfg.data.dataset, cache_dir)
+            row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpora[key])
         except Exception as exc:  # one failed cell must not cost the rest of the grid
             log.error("cell %s failed: %s", run_dir.name, exc)
             log.debug("%s", traceback.format_exc())
