@@ -153,3 +153,25 @@ def test_ptb_download_checks_checksums_and_leaves_nothing_on_mismatch(tmp_path):
     assert list((tmp_path / "out").iterdir()) == []
     with pytest.raises(CorpusError, match="download failed"):
         download_file((server / "missing.txt").as_uri(), tmp_path / "out" / "x.txt", "0" * 64)
+
+
+SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.mark.skipif(not (SHARED / "yelp_short_shen2017" / "sentiment.dev.0").exists(), reason="shared Yelp data absent")
+def test_labeled_text_on_the_real_yelp_sentiment_files(tmp_path):
+    folder = SHARED / "yelp_short_shen2017"
+    cfg = LabeledTextDataset.Config(
+        kind="labeled-text", data_dir=str(folder),
+        train=[{"path": "sentiment.dev.0", "label": 0}, {"path": "sentiment.dev.1", "label": 1}],
+    )
+    labels = LabeledTextDataset(cfg).load(tmp_path).split("train").labels
+    assert (int((labels == 0).sum()), int((labels == 1).sum())) == (25_278, 38_205)  # the README's line counts
+
+
+@pytest.mark.skipif(not (SHARED / "short_yelp_vae" / "short_yelp.test.txt").exists(), reason="shared data absent")
+def test_labeled_text_reads_labels_per_line_on_short_yelp(tmp_path):
+    folder = SHARED / "short_yelp_vae"
+    cfg = LabeledTextDataset.Config(kind="labeled-text", data_dir=str(folder), train="short_yelp.test.txt")
+    labels = LabeledTextDataset(cfg).load(tmp_path).split("train").labels
+    assert (int((labels == 0).sum()), int((labels == 1).sum())) == (3_954, 6_046)  # the README's label counts
