@@ -243,7 +243,7 @@ def train(
 )
 def eval_(
     target: Annotated[Path, typer.Argument(help="A run folder (with checkpoint.pt) or a checkpoint file.")],
-    split: Annotated[Optional[str], typer.Option("--split", help="valid or test (default: the run's).")] = None,
+    split: Annotated[Optional[str], typer.Option("--split", help="train, valid or test (default: the run's).")] = None,
     iw_samples: Annotated[Optional[int], typer.Option("--iw-samples", help="K for IW-NLL (default: the run's; 0 = skip).")] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Read the corpus from here instead of the stored path.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
