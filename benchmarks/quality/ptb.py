@@ -1,0 +1,218 @@
+"""PTB quality benchmark: the posterior-collapse remedies side by side, written to a results page.
+
+Runs the ``ptb`` suite (embedding 256, LSTM 256/256, latent 32, decoder dropout 0.5, batch 32,
+Adam 1e-3) for these rows, one run folder each, and writes ``ptb-results.md`` next to this file:
+
+    lm                  encoder/prior none: an LSTM language model in the same harness
+    constant            VAE, beta = 1 from the start (the collapse baseline)
+    sigmoid             VAE, sigmoid KL annealing (Bowman et al. 2016)
+    sigmoid+wd          ... plus word dropout 0.25 on the decoder inputs
+    cyclical            VAE, cyclical annealing, 4 cycles, R = 0.5 (Fu et al. 2019)
+    free-bits           VAE, beta = 1, free bits 0.25 nats/dim = 8 nats for z = 32 (Li et al. 2019's target)
+
+A finished row (``result.json`` in its folder) is reused, so an interrupted run continues where it
+stopped. Usage (from the repository root)::
+
+    python benchmarks/quality/ptb.py --data-dir ../shared/data/ptb            # the suite budget
+    python benchmarks/quality/ptb.py --max-steps 2630 --iw-samples 50         # a short budget
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import sys
+import time
+from pathlib import Path
+
+from seqvae.bench.suites import suite_config
+from seqvae.config import validate_experiment
+from seqvae.training import load_corpus, run_experiment
+
+ROWS = {
+    "lm": {"encoder": "none", "prior": "none"},
+    "constant": {"schedule": "constant"},
+    "sigmoid": {"schedule": "sigmoid"},
+    "sigmoid+wd": {"schedule": "sigmoid", "regularizers": [{"kind": "word-dropout", "rate": 0.25}]},
+    "cyclical": {"schedule": {"kind": "cyclical", "n_cycles": 4, "ratio": 0.5}},
+    "free-bits": {"schedule": "constant", "regularizers": [{"kind": "free-bits", "threshold": 0.25}]},
+}
+
+# Published PTB test numbers (see shared/reference/verified-numbers.md for the sources and tags).
+PUBLISHED = [
+    ("LSTM-LM (Optimus Table 8 reprint)", "exact NLL", "101.04", "-", "100.47", "-", "-"),
+    ("VAE + monotonic annealing (Optimus T8)", "IW (He et al. protocol)", "101.28 (-ELBO)", "0.0", "101.40", "0.0", "0"),
+    ("VAE + cyclical annealing (Optimus T8)", "ELBO-based PPL", "102.81 (-ELBO)", "1.37", "108.81", "1.27", "5"),
+    ("AE pretrain + free bits (Li et al. 2019; Optimus T8)", "IW", "102.41 (-ELBO)", "6.54", "96.86", "5.31", "32"),
+    ("texar-pytorch VAE-LSTM (README)", "ELBO", "102.54", "-", "107.64", "-", "-"),
+    ("texar TF VAE-LSTM (README)", "ELBO", "102.10", "-", "105.48", "-", "-"),
+    ("Sentence-VAE, 4 epochs, GRU 300/256/16 (README; truncated at 60)", "ELBO (rec only)", "103.97 (rec)", "7.27", "-", "-", "-"),
+    ("Bowman et al. 2016 VAE (recalled, low confidence)", "ELBO", "101", "2", "119", "-", "-"),
+]
+
+
+def main(argv: list[str] | None = None) -> int:
+    root = Path(__file__).resolve().parents[2]
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data-dir", type=Path, default=root.parent / "shared" / "data" / "ptb")
+    p.add_argument("--max-steps", type=int, default=None, help="Steps per row (default: the suite's).")
+    p.add_argument("--iw-samples", type=int, default=500)
+    p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=root / "runs" / "quality-ptb")
+    p.add_argument("--page", type=Path, default=Path(__file__).with_name("ptb-results.md"))
+    p.add_argument("--note", action="append", default=[], help="A remark printed under the table (repeatable).")
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+
+    base = suite_config("ptb")
+    base["data"]["dataset"] = {"kind": "ptb", "data_dir": str(args.data_dir.resolve())}
+    base["eval"]["iw_samples"] = args.iw_samples
+    base["train"]["seed"] = args.seed
+    if args.max_steps:
+        base["train"]["max_steps"] = args.max_steps
+    base["train"]["val_every"] = 1315  # validation -ELBO once per epoch: the convergence record
+    configs = {name: validate_experiment({**base, **ROWS[name]}, source=f"row {name}") for name in args.rows}
+    corpus = None
+    rows = {}
+    for name, cfg in configs.items():
+        run_dir = args.out / name
+        if (run_dir / "result.json").exists() and _same_config(run_dir, cfg):
+            rows[name] = json.loads((run_dir / "result.json").read_text())
+            logging.info("row %s: reusing %s", name, run_dir)
+            continue
+        if corpus is None:
+            corpus = load_corpus(cfg.data.dataset)
+        logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
+        try:
+            rows[name] = run_experiment(cfg, run_dir, corpus=corpus)
+        except Exception as exc:  # keep the other rows
+            logging.exception("row %s failed", name)
+            rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    page = render(rows, configs, args)
+    args.page.write_text(page)
+    print(page)
+    return 0 if all(r.get("status") == "ok" for r in rows.values()) else 1
+
+
+def _same_config(run_dir: Path, cfg) -> bool:
+    try:
+        return json.loads((run_dir / "config.json").read_text()) == cfg.model_dump(mode="json")
+    except (OSError, ValueError):
+        return False
+
+
+def _fmt(m: dict, key: str, spec: str) -> str:
+    v = m.get(key)
+    return "-" if v is None else format(v, spec)
+
+
+def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
+    """The results page: the measured table, how it was run, and the published numbers."""
+    any_cfg = next(iter(configs.values()))
+    t = any_cfg.train
+    epochs = t.max_steps * any_cfg.data.batch_size / 42_068
+    cmd = "python benchmarks/quality/ptb.py " + " ".join(
+        a for a in [f"--max-steps {args.max_steps}" if args.max_steps else "", f"--iw-samples {args.iw_samples}"] if a
+    )
+    lines = [
+        "# PTB quality benchmark",
+        "",
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {_threads()} CPU threads "
+        f"(Python {platform.python_version()}), written by `benchmarks/quality/ptb.py`.",
+        "",
+        f"Command: `{cmd}`. Suite `ptb`: embedding {any_cfg.model.embed_dim}, LSTM "
+        f"{any_cfg.model.hidden_size}/{any_cfg.model.hidden_size}, latent {any_cfg.model.latent_dim}, decoder "
+        f"embedding and output dropout 0.5, batch {any_cfg.data.batch_size}, Adam {t.lr:g}, clip {t.grad_clip:g}, "
+        f"{t.max_steps:,} steps ({epochs:.1f} epochs), seed {t.seed}. Metrics on the PTB test split "
+        f"(3,761 sentences, 82,430 tokens with one `<eos>` each), IW-NLL with K = {args.iw_samples} "
+        "(K = 1 is exact for the LM). All numbers are nats per sentence except PPL.",
+        "",
+        "| row | -ELBO | IW-NLL | rec | KL | MI | AU | shuffle gap | PPL (IW) | PPL (ELBO) | collapsed | train s | eval s |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
+    ]
+    for name, r in rows.items():
+        m = r.get("metrics") or {}
+        if r.get("status") != "ok":
+            lines.append(f"| {name} | failed: {r.get('error', '?')} |" + " |" * 12)
+            continue
+        verdict = "n/a" if m["collapsed"] is None else ("yes" if m["collapsed"] else "no")
+        lines.append(
+            f"| {name} | {_fmt(m, 'neg_elbo', '.2f')} | {_fmt(m, 'iw_nll', '.2f')} | {_fmt(m, 'rec', '.2f')} | "
+            f"{_fmt(m, 'kl', '.3f')} | {_fmt(m, 'mi', '.3f')} | {m['au']} | {_fmt(m, 'shuffle_gap', '.3f')} | "
+            f"{_fmt(m, 'ppl_iw', '.2f')} | {_fmt(m, 'ppl_elbo', '.2f')} | {verdict} | "
+            f"{r['train_seconds']:.0f} | {r['eval_seconds']:.0f} |"
+        )
+    lines += [
+        "",
+        "Collapse verdict: collapsed if AU = 0 or KL < 0.1 nats/sentence (none for the LM, which has no latent).",
+        *[f"\n{note}" for note in args.note],
+        "",
+        "Validation -ELBO after each epoch (one sample of z; the convergence record):",
+        "",
+        "| row | " + " | ".join(f"epoch {i + 1}" for i in range(_max_epochs(rows))) + " |",
+        "|---|" + "---:|" * _max_epochs(rows),
+    ]
+    lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in _val_curve(r)) + " |" for name, r in rows.items()]
+    extra = [(name, e) for name, r in rows.items() for e in _extra_evals(r)]
+    if extra:
+        lines += [
+            "",
+            "Further evaluations of the same checkpoints with `seqvae eval RUN --iw-samples K` (written to",
+            "`eval-<split>-k<K>.json` in the run folder and collected here):",
+            "",
+            "| row | split | K | IW-NLL | PPL (IW) | -ELBO | KL | eval s |",
+            "|---|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        lines += [
+            f"| {name} | {e['split']} | {e['metrics'].get('iw_samples', 0)} | {_fmt(e['metrics'], 'iw_nll', '.2f')} | "
+            f"{_fmt(e['metrics'], 'ppl_iw', '.2f')} | {e['metrics']['neg_elbo']:.2f} | {e['metrics']['kl']:.3f} | "
+            f"{e['eval_seconds']:.0f} |"
+            for name, e in extra
+        ]
+    lines += [
+        "",
+        "## Published PTB test numbers",
+        "",
+        "From `shared/reference/verified-numbers.md`; the second column says whether the number is an",
+        "ELBO bound or importance-weighted. Compare NLL per sentence; PPL only where EOS is counted the same way.",
+        "",
+        "| model (source) | NLL kind | NLL | KL | PPL | MI | AU |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in PUBLISHED]
+    return "\n".join(lines) + "\n"
+
+
+def _val_curve(row: dict) -> list[float]:
+    """Validation -ELBO per validation pass, from the run's ``logs/metrics.csv``."""
+    import csv
+
+    path = Path(row.get("run_dir", "")) / "logs" / "metrics.csv"
+    if not path.exists():
+        return []
+    with open(path, newline="") as fh:
+        return [float(r["val/neg_elbo"]) for r in csv.DictReader(fh) if r.get("val/neg_elbo")]
+
+
+def _extra_evals(row: dict) -> list[dict]:
+    """Results of ``seqvae eval`` runs on this row's checkpoint, ordered by split and K."""
+    folder = Path(row.get("run_dir", ""))
+    found = [json.loads(p.read_text()) for p in sorted(folder.glob("eval-*-k*.json"))] if row.get("run_dir") else []
+    return sorted(found, key=lambda e: (e["split"], e["metrics"].get("iw_samples", 0)))
+
+
+def _max_epochs(rows: dict) -> int:
+    return max([len(_val_curve(r)) for r in rows.values()] + [1])
+
+
+def _threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
