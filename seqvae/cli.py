@@ -188,19 +188,13 @@ def _set_data_dir(raw: dict[str, Any], data_dir: Path) -> None:
 
 def _load_corpora(configs: list[Any], cache_dir: Optional[Path]) -> dict[str, Any]:
     """Load each distinct data set of a grid once; bad corpus input exits with code 2."""
-    from seqvae.bench.runner import dataset_key
+    from seqvae.bench.runner import load_corpora
     from seqvae.data.corpora import CorpusError
-    from seqvae.training import load_corpus
 
-    corpora: dict[str, Any] = {}
-    for cfg in configs:
-        key = dataset_key(cfg)
-        if key not in corpora:
-            try:
-                corpora[key] = load_corpus(cfg.data.dataset, cache_dir)
-            except CorpusError as exc:
-                _fail(f"dataset '{cfg.data.dataset.kind}': {exc}")
-    return corpora
+    try:
+        return load_corpora(configs, cache_dir)
+    except CorpusError as exc:
+        _fail(str(exc))
 
 
 @app.command(epilog="Example:\n\n  seqvae train --config exp.yaml --set train.max_steps=500 --out runs/exp")
@@ -280,9 +274,7 @@ def eval_(
             f"({len(corpus.vocab)} words); is --data-dir the corpus it was trained on?"
         )
     result = {"checkpoint": str(path), **evaluate_run(model, cfg, corpus, split=split, iw_samples=iw_samples)}
-    names = cfg.component_names()
-    result = {**{k: names[k] for k in ("encoder", "decoder", "prior", "schedule", "regularizers", "dataset")},
-              "seed": cfg.train.seed, **result, "collapsed": result["metrics"]["collapsed"], "status": "ok"}
+    result = {**cfg.component_names(), "seed": cfg.train.seed, **result, "collapsed": result["metrics"]["collapsed"], "status": "ok"}
     if target.is_dir():
         k = result["metrics"].get("iw_samples", 0)
         (target / f"eval-{result['split']}-k{k}.json").write_text(json.dumps(result, indent=2))

@@ -23,7 +23,8 @@ def build_context(cfg: ExperimentConfig, vocab: Vocab) -> BuildContext:
     m = cfg.model
     return BuildContext(
         vocab_size=len(vocab), pad_id=vocab.pad_id, bos_id=vocab.bos_id, eos_id=vocab.eos_id,
-        unk_id=vocab.unk_id, latent_dim=m.latent_dim if cfg.has_latent else 0, embed_dim=m.embed_dim, hidden_size=m.hidden_size,
+        unk_id=vocab.unk_id, latent_dim=m.latent_dim if cfg.has_latent else 0, embed_dim=m.embed_dim,
+        hidden_size=m.hidden_size,
     )
 
 

@@ -165,9 +165,7 @@ class ExperimentConfig(_Strict):
     def _latent_pairing(self) -> ExperimentConfig:
         from seqvae.registry import get_registry
 
-        enc = getattr(get_registry("encoder").get(self.encoder.kind), "has_latent", True)
-        pri = getattr(get_registry("prior").get(self.prior.kind), "has_latent", True)
-        if enc != pri:
+        if self.has_latent != getattr(get_registry("prior").get(self.prior.kind), "has_latent", True):
             raise ValueError(
                 f"encoder '{self.encoder.kind}' and prior '{self.prior.kind}' do not match: the "
                 "language-model baseline needs both 'none', a VAE needs neither"

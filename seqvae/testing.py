@@ -12,7 +12,6 @@ raises ``AssertionError`` with a message when the contract is broken. Usage in a
 from __future__ import annotations
 
 import dataclasses
-
 from typing import Any
 
 import torch

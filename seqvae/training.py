@@ -220,9 +220,8 @@ def run_experiment(
     save_checkpoint(run_dir / "checkpoint.pt", model, cfg, corpus.vocab.to_list())
     evaluated = evaluate_run(model, cfg, corpus, device=system.device)
     metrics = evaluated["metrics"]
-    names = cfg.component_names()
     result = {
-        **{k: names[k] for k in ("encoder", "decoder", "prior", "schedule", "regularizers", "dataset")},
+        **cfg.component_names(),
         "seed": t.seed,
         "split": cfg.eval.split,
         "metrics": metrics,

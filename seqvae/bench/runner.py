@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
 
-__all__ = ["cell_name", "dataset_key", "run_grid"]
+__all__ = ["cell_name", "dataset_key", "load_corpora", "run_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,24 @@ def dataset_key(cfg: ExperimentConfig) -> str:
     return json.dumps(cfg.data.dataset.model_dump(mode="json"), sort_keys=True)
 
 
+def load_corpora(
+    configs: list[ExperimentConfig], cache_dir: str | Path | None = None, corpora: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Each distinct data set of ``configs`` loaded once, keyed by :func:`dataset_key` (``corpora`` is filled in).
+
+    Raises:
+        seqvae.data.corpora.CorpusError: bad corpus input, naming the file and line.
+    """
+    from seqvae.training import load_corpus
+
+    corpora = {} if corpora is None else corpora
+    for cfg in configs:
+        key = dataset_key(cfg)
+        if key not in corpora:
+            corpora[key] = load_corpus(cfg.data.dataset, cache_dir)
+    return corpora
+
+
 def run_grid(
     configs: list[ExperimentConfig],
     out_dir: str | Path,
@@ -41,7 +59,7 @@ def run_grid(
     Each distinct data set is loaded once and shared by the cells that use it; ``corpora`` may
     hold some already loaded, keyed by :func:`dataset_key`.
     """
-    from seqvae.training import load_corpus, run_experiment
+    from seqvae.training import run_experiment
 
     corpora = dict(corpora or {})
 
@@ -52,10 +70,8 @@ def run_grid(
         run_dir = out_dir / cell_name(i, cfg)
         log.info("cell %d/%d: %s", i + 1, len(configs), run_dir.name)
         try:
-            key = dataset_key(cfg)
-            if key not in corpora:
-                corpora[key] = load_corpus(cfg.data.dataset, cache_dir)
-            row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpora[key])
+            corpus = load_corpora([cfg], cache_dir, corpora)[dataset_key(cfg)]
+            row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus)
         except Exception as exc:  # one failed cell must not cost the rest of the grid
             log.error("cell %s failed: %s", run_dir.name, exc)
             log.debug("%s", traceback.format_exc())

@@ -9,7 +9,7 @@ This module does the parsing that the ``text``, ``labeled-text`` and ``ptb`` dat
 - a label is either given for the whole file or read from the start of each line
   (``LABEL<TAB>sentence``).
 
-No torch import: turning words into ids happens in :func:`encode_splits`.
+No torch import: turning words into ids happens in :func:`seqvae.data.corpus.encode_splits`.
 """
 
 from __future__ import annotations

@@ -7,10 +7,11 @@ from dataclasses import dataclass, field
 import torch
 from torch import Tensor
 
+from seqvae.data.corpora import CorpusError, SplitText
 from seqvae.data.vocab import Vocab
 from seqvae.interfaces import Batch
 
-__all__ = ["Corpus", "TokenStore"]
+__all__ = ["Corpus", "TokenStore", "encode_splits"]
 
 
 @dataclass
@@ -87,3 +88,23 @@ class Corpus:
         if name not in self.splits:
             raise ValueError(f"the corpus has no split '{name}' (it has: {', '.join(self.splits)})")
         return self.splits[name]
+
+
+def encode_splits(texts: dict[str, SplitText], vocab: Vocab) -> Corpus:
+    """Turn tokenised splits into id stores under ``vocab``; reading statistics go to ``info``."""
+    if "train" not in texts:
+        raise CorpusError("a corpus needs a train split")
+    splits = {}
+    unk = {}
+    for name, text in texts.items():
+        ids = [vocab.encode(s) for s in text.sentences]
+        unk[name] = sum(i.count(vocab.unk_id) for i in ids)
+        splits[name] = TokenStore.from_lists(ids, text.labels)
+    info = {
+        "vocab_size": len(vocab),
+        "read": {name: [s.as_dict() for s in t.stats] for name, t in texts.items()},
+        "unk_tokens": unk,
+        "sentences": {name: len(s) for name, s in splits.items()},
+        "tokens": {name: s.num_tokens for name, s in splits.items()},
+    }
+    return Corpus(vocab, splits, info=info)

@@ -21,7 +21,7 @@ from pydantic import Field
 from seqvae.config import ComponentConfig
 from seqvae.data import corpora
 from seqvae.data.corpora import CorpusError
-from seqvae.data.corpus import Corpus
+from seqvae.data.corpus import Corpus, encode_splits
 from seqvae.data.vocab import Vocab
 from seqvae.interfaces import DatasetBuilder
 
@@ -75,8 +75,6 @@ class PTBDataset(DatasetBuilder):
 
     def load(self, cache_dir: Path) -> Corpus:
         """Read the three files; vocabulary = the train split's words."""
-        from seqvae.components.datasets.text import encode_splits
-
         texts = {split: corpora.read_sentences(path) for split, path in self.files(cache_dir).items()}
         vocab = Vocab.build(texts["train"].sentences)
         return encode_splits(texts, vocab)

@@ -29,12 +29,12 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from seqvae.config import ComponentConfig
 from seqvae.data import corpora
-from seqvae.data.corpora import CorpusError, EmptyLines, LengthPolicy, SplitText, Tokenizer
-from seqvae.data.corpus import Corpus, TokenStore
+from seqvae.data.corpora import EmptyLines, LengthPolicy, SplitText, Tokenizer
+from seqvae.data.corpus import Corpus, encode_splits
 from seqvae.data.vocab import Vocab
 from seqvae.interfaces import DatasetBuilder
 
-__all__ = ["FileSpec", "LabeledTextDataset", "TextDataset", "TextDatasetConfig", "encode_splits"]
+__all__ = ["FileSpec", "LabeledTextDataset", "TextDataset", "TextDatasetConfig"]
 
 SPLITS = ("train", "valid", "test")
 
@@ -128,23 +128,3 @@ class LabeledTextDataset(TextDataset):
         if spec.label is not None:
             return {"label": spec.label}
         return {"label_per_line": True, "label_names": self.config.label_names}
-
-
-def encode_splits(texts: dict[str, SplitText], vocab: Vocab) -> Corpus:
-    """Turn tokenised splits into id stores under ``vocab``; reading statistics go to ``info``."""
-    if "train" not in texts:
-        raise CorpusError("a corpus needs a train split")
-    splits = {}
-    unk = {}
-    for name, text in texts.items():
-        ids = [vocab.encode(s) for s in text.sentences]
-        unk[name] = sum(i.count(vocab.unk_id) for i in ids)
-        splits[name] = TokenStore.from_lists(ids, text.labels)
-    info = {
-        "vocab_size": len(vocab),
-        "read": {name: [s.as_dict() for s in t.stats] for name, t in texts.items()},
-        "unk_tokens": unk,
-        "sentences": {name: len(s) for name, s in splits.items()},
-        "tokens": {name: s.num_tokens for name, s in splits.items()},
-    }
-    return Corpus(vocab, splits, info=info)
