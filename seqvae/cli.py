@@ -97,7 +97,8 @@ def _regularizer_axis(values: list[str]) -> list[list[str]]:
         "  seqvae bench --decoder lstm --schedule sigmoid\n\n"
         "  seqvae bench --decoder lstm --decoder gru --schedule sigmoid --schedule cyclical\n\n"
         "  seqvae bench --regularizer word-dropout --regularizer word-dropout+free-bits "
-        "--set regularizers.0.rate=0.5 --json"
+        "--set regularizers.0.rate=0.5 --json\n\n"
+        "  seqvae bench --suite synthetic --schedule constant --strategy standard --strategy aggressive"
     )
 )
 def bench(
@@ -106,6 +107,7 @@ def bench(
     prior: Annotated[Optional[list[str]], typer.Option("--prior", help="Prior name.", rich_help_panel=COMPONENTS)] = None,
     schedule: Annotated[Optional[list[str]], typer.Option("--schedule", help="KL schedule name.", rich_help_panel=COMPONENTS)] = None,
     regularizer: Annotated[Optional[list[str]], typer.Option("--regularizer", help="Regularizer; 'a+b' combines, 'none' for none.", rich_help_panel=COMPONENTS)] = None,
+    strategy: Annotated[Optional[list[str]], typer.Option("--strategy", help="Training strategy (standard, aggressive, ae-pretrain, ...).", rich_help_panel=COMPONENTS)] = None,
     seed: Annotated[Optional[list[int]], typer.Option("--seed", help="Seed (repeat for several).", rich_help_panel=COMPONENTS)] = None,
     suite: Annotated[str, typer.Option("--suite", help="Benchmark suite fixing data, sizes and budget.", rich_help_panel=TRAINING)] = "synthetic",
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name (overrides the suite's).", rich_help_panel=TRAINING)] = None,
@@ -137,7 +139,8 @@ def bench(
         from seqvae.composer import expand_grid
 
         axes = {"encoder": encoder, "decoder": decoder, "prior": prior, "schedule": schedule,
-                "regularizers": _regularizer_axis(regularizer) if regularizer else None, "seed": seed}
+                "regularizers": _regularizer_axis(regularizer) if regularizer else None, "strategy": strategy,
+                "seed": seed}
         cells = expand_grid(raw, {k: v for k, v in axes.items() if v})
         configs = []
         for i, cell in enumerate(cells):

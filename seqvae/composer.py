@@ -49,7 +49,7 @@ def component_provenance(cfg: ExperimentConfig) -> dict[str, str]:
     """Each component name used by ``cfg`` mapped to ``package==version`` of its provider."""
     out: dict[str, str] = {}
     slots = [("encoder", cfg.encoder), ("decoder", cfg.decoder), ("prior", cfg.prior),
-             ("schedule", cfg.schedule), ("dataset", cfg.data.dataset)]
+             ("schedule", cfg.schedule), ("strategy", cfg.strategy), ("dataset", cfg.data.dataset)]
     slots += [("regularizer", r) for r in cfg.regularizers]
     for kind, spec in slots:
         out[f"{kind}:{spec.kind}"] = get_registry(kind).provenance(spec.kind)
@@ -63,6 +63,7 @@ GRID_AXES = {
     "prior": ("prior",),
     "schedule": ("schedule",),
     "regularizers": ("regularizers",),
+    "strategy": ("strategy",),
     "seed": ("train", "seed"),
     "dataset": ("data", "dataset"),
 }

@@ -95,6 +95,7 @@ PriorRef = _ref("prior", "gaussian")
 RegularizerRef = _ref("regularizer")
 ScheduleRef = _ref("schedule", "constant")
 DatasetRef = _ref("dataset", "synthetic")
+StrategyRef = _ref("strategy", "standard")
 
 
 class ModelConfig(_Strict):
@@ -156,6 +157,7 @@ class ExperimentConfig(_Strict):
     regularizers: list[RegularizerRef] = Field(
         default_factory=list, description="Regularizers, applied in order."
     )
+    strategy: StrategyRef = Field("standard", description="Training strategy (how the loop drives the model).")
     model: ModelConfig = Field(default_factory=ModelConfig)
     data: DataConfig = Field(default_factory=DataConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
@@ -170,7 +172,22 @@ class ExperimentConfig(_Strict):
                 f"encoder '{self.encoder.kind}' and prior '{self.prior.kind}' do not match: the "
                 "language-model baseline needs both 'none', a VAE needs neither"
             )
+        problems = []
+        slots = [(slot, slot, getattr(self, slot)) for slot in ("encoder", "decoder", "prior", "schedule", "strategy")]
+        slots += [(f"regularizers.{i}", "regularizer", r) for i, r in enumerate(self.regularizers)]
+        for label, kind, spec in slots:
+            why = get_registry(kind).get(spec.kind).compatibility(spec, self)
+            if why:
+                problems.append(f"{label} ({spec.kind}): {why}")
+        if problems:
+            raise ValueError("; ".join(problems))
         return self
+
+    def component_class(self, slot: str) -> type:
+        """The registered class in ``slot`` (encoder, decoder, prior, schedule or strategy)."""
+        from seqvae.registry import get_registry
+
+        return get_registry(slot).get(getattr(self, slot).kind)
 
     @property
     def has_latent(self) -> bool:
@@ -187,6 +204,7 @@ class ExperimentConfig(_Strict):
             "prior": self.prior.kind,
             "schedule": self.schedule.kind,
             "regularizers": [r.kind for r in self.regularizers],
+            "strategy": self.strategy.kind,
             "dataset": self.data.dataset.kind,
         }
 

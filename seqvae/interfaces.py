@@ -32,9 +32,11 @@ __all__ = [
     "DiagonalGaussian",
     "Encoder",
     "KL",
+    "Posterior",
     "Prior",
     "Regularizer",
     "Schedule",
+    "Strategy",
     "VAEOutput",
 ]
 
@@ -99,8 +101,38 @@ class Batch:
         return Batch(self.tokens.to(device), self.lengths.to(device), self.pad_id, labels)
 
 
+class Posterior(ABC):
+    """A batch of posteriors q(z|x), one per sentence: what the metrics and the model need of it.
+
+    ``mean: b d`` is the location (for a Gaussian its mean; for a von Mises-Fisher its mean direction):
+    AU is computed from it and decoding "from the mean" uses it.
+    """
+
+    mean: Tensor
+
+    @abstractmethod
+    def rsample(self, k: int | None = None, generator: torch.Generator | None = None) -> Tensor:
+        """Reparameterised sample: ``b d`` (``k`` None) or ``k b d``."""
+
+    @abstractmethod
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log q(z|x): ``... b d -> ... b`` (sentence j's density at ``z[..., j, :]``)."""
+
+    @abstractmethod
+    def entropy(self) -> Tensor:
+        """Entropy per sentence: ``b``."""
+
+    @abstractmethod
+    def pairwise_log_prob(self, z: Tensor) -> Tensor:
+        """``z: i d -> i j``: log q(z_i | x_j) for every sample i and sentence j (the MI mixture)."""
+
+    @abstractmethod
+    def select(self, idx: Tensor) -> Posterior:
+        """The posteriors of the sentences ``idx`` (a ``b' `` index tensor)."""
+
+
 @dataclass
-class DiagonalGaussian:
+class DiagonalGaussian(Posterior):
     """A diagonal Gaussian posterior q(z|x) with ``mean, logvar: b d``."""
 
     mean: Tensor
@@ -123,6 +155,14 @@ class DiagonalGaussian:
     def entropy(self) -> Tensor:
         """Entropy per sentence: ``b``."""
         return 0.5 * (self.mean.shape[-1] * (1 + _LOG_2PI) + self.logvar.sum(-1))
+
+    def pairwise_log_prob(self, z: Tensor) -> Tensor:
+        """``z: i d -> i j``: log q(z_i | x_j)."""
+        mix = DiagonalGaussian(self.mean[None], self.logvar[None])  # 1 j d
+        return mix.log_prob(z[:, None, :])  # i j
+
+    def select(self, idx: Tensor) -> DiagonalGaussian:
+        return DiagonalGaussian(self.mean[idx], self.logvar[idx])
 
 
 class KL(NamedTuple):
@@ -147,18 +187,29 @@ class VAEOutput:
     beta: float
     logits: Tensor
     z: Tensor
-    posterior: DiagonalGaussian
+    posterior: Posterior
     terms: dict[str, Tensor] = field(default_factory=dict)
 
 
 class _Component:
     Config: ClassVar[type[ComponentConfig]]
 
+    @classmethod
+    def compatibility(cls, config: ComponentConfig, experiment: Any) -> str | None:
+        """Why this component cannot run in ``experiment`` (an ``ExperimentConfig``), or None.
+
+        Checked when a config is validated, so a bad combination is a config error (exit 2) before
+        any training. ``experiment.component_class(slot)`` gives the class in another slot.
+        """
+        return None
+
 
 class Encoder(nn.Module, _Component, ABC):
-    """q(z|x): ``forward(tokens: b t, lengths: b) -> DiagonalGaussian`` (``mean, logvar: b d``).
+    """q(z|x): ``forward(tokens: b t, lengths: b) -> Posterior``, normally a :class:`DiagonalGaussian`.
 
     Padding must not change the result: a sentence encodes the same alone or in a padded batch.
+    An encoder that can read embeddings directly (the VampPrior's pseudo-inputs) also implements
+    :meth:`forward_embeddings`.
     """
 
     #: False for the ``none`` encoder of the language-model baseline: the model then has no latent
@@ -170,7 +221,16 @@ class Encoder(nn.Module, _Component, ABC):
         self.config, self.ctx = config, ctx
 
     @abstractmethod
-    def forward(self, tokens: Tensor, lengths: Tensor) -> DiagonalGaussian: ...
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Posterior: ...
+
+    def forward_embeddings(self, embeddings: Tensor, lengths: Tensor) -> Posterior:
+        """Encode ``embeddings: b t e`` (``e = ctx.embed_dim``) instead of token ids. Optional."""
+        raise NotImplementedError(f"encoder {type(self).__name__} cannot read embeddings")
+
+    @classmethod
+    def reads_embeddings(cls) -> bool:
+        """Whether :meth:`forward_embeddings` is implemented."""
+        return cls.forward_embeddings is not Encoder.forward_embeddings
 
 
 class Decoder(nn.Module, _Component, ABC):
@@ -199,10 +259,18 @@ class Decoder(nn.Module, _Component, ABC):
 
 
 class Prior(nn.Module, _Component, ABC):
-    """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``."""
+    """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``.
+
+    The prior also picks the latent family: :meth:`adapt_posterior` turns what the encoder returns
+    into the posterior this prior works with (identity for Gaussian priors; the ``vmf`` prior makes a
+    von Mises-Fisher posterior from the Gaussian's mean direction).
+    """
 
     #: False for the ``none`` prior of the language-model baseline (it pairs with encoder ``none``).
     has_latent: ClassVar[bool] = True
+    #: True when the KL splits over latent dimensions (a factorised prior and posterior). When False,
+    #: ``kl().per_dim`` is the sentence KL shared evenly over d, and per-dimension free bits refuse it.
+    factorized: ClassVar[bool] = True
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()
@@ -214,7 +282,14 @@ class Prior(nn.Module, _Component, ABC):
     @abstractmethod
     def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
 
-    def kl(self, posterior: DiagonalGaussian, generator: torch.Generator | None = None) -> KL:
+    def adapt_posterior(self, posterior: Posterior) -> Posterior:
+        """The posterior family of this prior, from the encoder's output. Default: unchanged."""
+        return posterior
+
+    def bind(self, encoder: Encoder) -> None:
+        """Called once by the model with its encoder (the VampPrior encodes pseudo-inputs). Default: nothing."""
+
+    def kl(self, posterior: Posterior, generator: torch.Generator | None = None) -> KL:
         """KL(q || p) per dimension. Default: a one-sample Monte Carlo estimate spread evenly over d."""
         z = posterior.rsample(generator=generator)
         per_sentence = posterior.log_prob(z) - self.log_prob(z)
@@ -235,8 +310,8 @@ class Regularizer(nn.Module, _Component):
         """Change decoder inputs ``b t`` during training (e.g. word dropout). Default: unchanged."""
         return inputs
 
-    def transform_posterior(self, posterior: DiagonalGaussian, step: int) -> DiagonalGaussian:
-        """Change the posterior before sampling (e.g. BN-VAE). Default: unchanged."""
+    def transform_posterior(self, posterior: Posterior, step: int) -> Posterior:
+        """Change the encoder's posterior, in training and evaluation (e.g. BN-VAE). Default: unchanged."""
         return posterior
 
     def transform_kl(self, kl_per_dim: Tensor, step: int) -> Tensor:
@@ -266,3 +341,33 @@ class DatasetBuilder(_Component, ABC):
 
     @abstractmethod
     def load(self, cache_dir: Path) -> Corpus: ...
+
+
+class Strategy(_Component):
+    """How the training loop drives the model (registry kind ``strategy``); do-nothing defaults.
+
+    ``VAESystem`` calls :meth:`on_train_start` once, :meth:`beta` and :meth:`before_step` on every
+    optimizer step (``step`` counts optimizer steps from 0) and :meth:`before_optimizer_step` after
+    the backward pass. The standard loop is the ``standard`` strategy; aggressive encoder training
+    and autoencoder pretraining are others.
+    """
+
+    def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
+        self.config, self.ctx = config, ctx
+
+    def on_train_start(self, system: Any) -> None:
+        """Set-up that needs the trainer (data, optimizers). Default: nothing."""
+
+    def beta(self, schedule: Schedule, step: int, total_steps: int) -> float:
+        """The KL weight at ``step``. Default: the schedule's."""
+        return float(schedule(step, total_steps))
+
+    def before_step(self, system: Any, batch: Batch, step: int) -> None:
+        """Runs before the loss of ``step`` is computed (e.g. inner encoder updates). Default: nothing."""
+
+    def before_optimizer_step(self, system: Any, step: int) -> None:
+        """Runs after backward, before the optimizer step (e.g. freeze a part). Default: nothing."""
+
+    def state(self) -> dict[str, Any]:
+        """What the strategy did, recorded in ``result.json`` (e.g. when a phase ended). Default: empty."""
+        return {}

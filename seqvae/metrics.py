@@ -4,6 +4,8 @@
   negation. ``rec`` is the reconstruction term, ``kl`` the KL (raw: free bits do not change it).
 * ``ppl_elbo`` = exp(total -ELBO / total tokens), tokens = words + one ``<eos>`` per sentence. It is an
   upper bound on the true perplexity and is named so (the importance-weighted one comes separately).
+* ``kl_estimator``: ``analytic`` or ``monte-carlo`` (priors without a closed-form KL, e.g. ``mog`` and
+  ``vamp``: one sample of z per sentence, unbiased, averaged over the split).
 * ``mi``: I(x;z) = E_x[E_q[log q(z|x)]] - E_z[log q(z)], with q(z) the mixture of the posteriors of
   one evaluation batch (``mi_batch_size`` sentences, 32 as in He et al.): bounded by log(batch size),
   noisy, and slightly negative near collapse. Averaged over batches weighted by their size.
@@ -35,23 +37,57 @@ import torch
 from einops import rearrange, repeat
 from torch import Tensor
 
-from seqvae.interfaces import Batch, DiagonalGaussian
+from seqvae.interfaces import Batch, Posterior
 from seqvae.model import SequenceVAE
 
-__all__ = ["COLLAPSE_RULE", "active_units", "batch_mutual_information", "evaluate", "iw_log_likelihood"]
+__all__ = [
+    "COLLAPSE_RULE",
+    "active_units",
+    "batch_mutual_information",
+    "evaluate",
+    "iw_log_likelihood",
+    "mutual_information",
+]
 
 COLLAPSE_RULE = "collapsed if AU == 0 or KL < {collapse_kl} nats/sentence"
 NO_LATENT_RULE = "no latent (language-model baseline): collapse does not apply"
 
 
-def batch_mutual_information(posterior: DiagonalGaussian, z: Tensor) -> Tensor:
+def batch_mutual_information(posterior: Posterior, z: Tensor) -> Tensor:
     """He et al.'s estimate of I(x;z) on one batch, given one sample ``z: b d`` per posterior."""
     b = z.shape[0]
     neg_entropy = -posterior.entropy().mean()
-    mix = DiagonalGaussian(rearrange(posterior.mean, "j d -> 1 j d"), rearrange(posterior.logvar, "j d -> 1 j d"))
-    log_q = mix.log_prob(rearrange(z, "i d -> i 1 d"))  # i j: log q(z_i | x_j)
+    log_q = posterior.pairwise_log_prob(z)  # i j: log q(z_i | x_j)
     log_qz = torch.logsumexp(log_q, dim=1) - math.log(b)  # i
     return neg_entropy - log_qz.mean()
+
+
+@torch.no_grad()
+def mutual_information(
+    model: SequenceVAE,
+    batches: Iterable[Batch],
+    *,
+    seed: int = 0,
+    mi_batch_size: int = 32,
+    device: torch.device | str | None = None,
+) -> float:
+    """The batch-mixture MI (as in :func:`evaluate`) alone: the encoder only, no decoder pass.
+
+    Used to decide when aggressive encoder training ends. Runs in eval mode and restores the mode.
+    """
+    was_training = model.training
+    model.eval()
+    device = device or next(model.parameters()).device
+    g = torch.Generator(device=device).manual_seed(seed)
+    total, n = 0.0, 0
+    for batch in batches:
+        post = model.encode(batch.to(device))
+        z = post.rsample(generator=g)
+        for idx in torch.split(torch.arange(batch.size, device=device), mi_batch_size):
+            total += float(batch_mutual_information(post.select(idx), z[idx])) * len(idx)
+        n += batch.size
+    model.train(was_training)
+    return total / max(n, 1)
 
 
 def active_units(means: Tensor, threshold: float = 0.01) -> tuple[int, Tensor]:
@@ -68,7 +104,7 @@ def iw_log_likelihood(
     k: int,
     *,
     generator: torch.Generator | None = None,
-    posterior: DiagonalGaussian | None = None,
+    posterior: Posterior | None = None,
     max_chunk_elements: int = 2**26,
 ) -> Tensor:
     """Importance-weighted estimate of log p(x) per sentence, ``b``, with ``k`` samples of q(z|x).
@@ -121,12 +157,14 @@ def evaluate(
     shuffled_sum = torch.zeros((), dtype=torch.float64, device=device)
     n = tokens = 0
     means = []
+    kl_analytic = True
     for batch in batches:
         batch = batch.to(device)
         post = model.encode(batch)
         z = post.rsample(generator=g)
         rec = model.reconstruction_nll(batch, z)
-        kl_dim = model.prior.kl(post, g).per_dim
+        kl_out = model.prior.kl(post, g)
+        kl_dim, kl_analytic = kl_out.per_dim, kl_analytic and kl_out.analytic
         rec_sum += rec.double().sum()
         shuffled_sum += model.reconstruction_nll(batch, torch.roll(z, 1, dims=0)).double().sum()
         if iw_samples:
@@ -134,8 +172,7 @@ def evaluate(
         kl_sum += kl_dim.double().sum()
         kl_dim_sum = kl_dim.double().sum(0) if kl_dim_sum is None else kl_dim_sum + kl_dim.double().sum(0)
         for idx in torch.split(torch.arange(batch.size, device=device), mi_batch_size):
-            sub = DiagonalGaussian(post.mean[idx], post.logvar[idx])
-            mi_sum += batch_mutual_information(sub, z[idx]).double() * len(idx)
+            mi_sum += batch_mutual_information(post.select(idx), z[idx]).double() * len(idx)
         means.append(post.mean.float().cpu())
         n += batch.size
         tokens += int(batch.lengths.sum())
@@ -152,6 +189,7 @@ def evaluate(
         "rec": rec_v,
         "kl": kl_v,
         "kl_per_dim": [float(x) / n for x in kl_dim_sum.cpu()],
+        "kl_estimator": "analytic" if kl_analytic else "monte-carlo (one sample per sentence)",
         "ppl_elbo": math.exp(float(rec_sum + kl_sum) / tokens),
         "mi": float(mi_sum) / n,
         "au": au,

@@ -13,8 +13,8 @@ from seqvae.interfaces import (
     Batch,
     BuildContext,
     Decoder,
-    DiagonalGaussian,
     Encoder,
+    Posterior,
     Prior,
     Regularizer,
     Schedule,
@@ -47,10 +47,19 @@ class SequenceVAE(nn.Module):
         self.regularizers = nn.ModuleList(regularizers)
         self.schedule = schedule
         self.ctx = ctx
+        prior.bind(encoder)
 
-    def encode(self, batch: Batch) -> DiagonalGaussian:
-        """q(z|x) for the sentences of ``batch`` (the encoder reads ``w_1 .. w_n <eos>``)."""
-        return self.encoder(batch.targets, batch.lengths)
+    def encode(self, batch: Batch, step: int = 0) -> Posterior:
+        """q(z|x) for the sentences of ``batch`` (the encoder reads ``w_1 .. w_n <eos>``).
+
+        The encoder's output goes through each regularizer's ``transform_posterior`` (BN-VAE,
+        delta-VAE) and then the prior's ``adapt_posterior`` (the latent family, e.g. vMF), in
+        training and in evaluation alike.
+        """
+        posterior = self.encoder(batch.targets, batch.lengths)
+        for reg in self.regularizers:
+            posterior = reg.transform_posterior(posterior, step)
+        return self.prior.adapt_posterior(posterior)
 
     def reconstruction_nll(self, batch: Batch, z: Tensor, inputs: Tensor | None = None) -> Tensor:
         """-log p(x|z) per sentence, ``b``; ``inputs`` defaults to the uncorrupted decoder inputs."""
@@ -70,12 +79,18 @@ class SequenceVAE(nn.Module):
         return rearrange(ce, "(b t) -> b t", b=b)
 
     def forward(
-        self, batch: Batch, step: int = 0, total_steps: int = 1, generator: torch.Generator | None = None
+        self,
+        batch: Batch,
+        step: int = 0,
+        total_steps: int = 1,
+        generator: torch.Generator | None = None,
+        beta: float | None = None,
     ) -> VAEOutput:
-        """One training (or evaluation) pass with a single reparameterised sample of z."""
-        posterior = self.encode(batch)
-        for reg in self.regularizers:
-            posterior = reg.transform_posterior(posterior, step)
+        """One training (or evaluation) pass with a single reparameterised sample of z.
+
+        ``beta`` overrides the schedule's KL weight (a training strategy's choice).
+        """
+        posterior = self.encode(batch, step)
         z = posterior.rsample(generator=generator)  # b d
         inputs = batch.inputs
         for reg in self.regularizers:
@@ -86,7 +101,7 @@ class SequenceVAE(nn.Module):
         kl_loss = kl_per_dim
         for reg in self.regularizers:
             kl_loss = reg.transform_kl(kl_loss, step)
-        beta = float(self.schedule(step, total_steps))
+        beta = float(self.schedule(step, total_steps)) if beta is None else float(beta)
         kl = kl_per_dim.sum(-1)  # b
         loss = (rec + beta * kl_loss.sum(-1)).mean()
         out = VAEOutput(

@@ -56,6 +56,7 @@ KINDS: dict[str, tuple[str, str]] = {
     "regularizer": ("seqvae.regularizers", "seqvae.interfaces:Regularizer"),
     "schedule": ("seqvae.schedules", "seqvae.interfaces:Schedule"),
     "dataset": ("seqvae.datasets", "seqvae.interfaces:DatasetBuilder"),
+    "strategy": ("seqvae.strategies", "seqvae.interfaces:Strategy"),
 }
 
 _NAME_RE = re.compile(r"^[a-z][a-z0-9-]*$")

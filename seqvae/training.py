@@ -20,13 +20,14 @@ from seqvae.composer import build_model, component_provenance
 from seqvae.config import ComponentConfig, ExperimentConfig
 from seqvae.data.corpus import Corpus
 from seqvae.data.datamodule import TextDataModule, eval_batches
-from seqvae.interfaces import Batch
+from seqvae.interfaces import Batch, Strategy
 from seqvae.metrics import evaluate
 from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 
 __all__ = [
     "VAESystem",
+    "build_strategy",
     "default_cache_dir",
     "evaluate_run",
     "load_checkpoint",
@@ -54,17 +55,31 @@ def default_cache_dir() -> Path:
 
 
 class VAESystem(L.LightningModule):
-    """Owns the optimizer and the step counter that schedules see (``global_step``)."""
+    """Owns the optimizer and the step counter that schedules see (``global_step``).
 
-    def __init__(self, model: SequenceVAE, cfg: ExperimentConfig):
+    The training strategy (``cfg.strategy``) is called around every step: it may change beta, run
+    inner updates before the step, or drop gradients before the optimizer step.
+    """
+
+    def __init__(self, model: SequenceVAE, cfg: ExperimentConfig, strategy: Strategy | None = None):
         super().__init__()
         self.model, self.cfg = model, cfg
+        self.strategy = strategy or build_strategy(cfg, model)
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=False)
 
     def forward(self, batch: Batch):
-        return self.model(batch, step=self.global_step, total_steps=self.cfg.train.max_steps)
+        step, total = self.global_step, self.cfg.train.max_steps
+        beta = self.strategy.beta(self.model.schedule, step, total)
+        return self.model(batch, step=step, total_steps=total, beta=beta)
+
+    def on_train_start(self) -> None:
+        self.strategy.on_train_start(self)
+
+    def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
+        self.strategy.before_optimizer_step(self, self.global_step)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+        self.strategy.before_step(self, batch, self.global_step)
         out = self(batch)
         self.tokens_seen += batch.lengths.sum()
         self.log_dict(
@@ -83,6 +98,11 @@ class VAESystem(L.LightningModule):
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr)
+
+
+def build_strategy(cfg: ExperimentConfig, model: SequenceVAE) -> Strategy:
+    """The training strategy that ``cfg.strategy`` names, through the registry."""
+    return get_registry("strategy").get(cfg.strategy.kind)(cfg.strategy, model.ctx)
 
 
 def _versions() -> dict[str, str]:
@@ -234,6 +254,7 @@ def run_experiment(
         "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
                  if k in corpus.info},
         "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
+        "strategy_state": system.strategy.state(),
         "versions": _versions(),
         "command": sys.argv,
         "status": "ok",

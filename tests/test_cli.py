@@ -55,7 +55,7 @@ def test_plugins_list_json_has_every_builtin_with_package_and_status():
 def test_misspelled_decoder_exits_2_with_suggestion(tmp_path):
     res = runner.invoke(app, ["bench", "--decoder", "lstn", "--out", str(tmp_path / "o")])
     assert res.exit_code == 2
-    assert "Did you mean 'lstm'" in res.output and "Available: gru, lstm" in res.output
+    assert "Did you mean 'lstm'" in res.output and "Available: dilated-cnn, gru, lstm" in res.output
     assert not (tmp_path / "o").exists()  # nothing half-written
 
 

@@ -18,7 +18,8 @@ from seqvae.config import (
 def test_defaults_resolve_components():
     cfg = validate_experiment({})
     assert cfg.component_names() == {"encoder": "lstm", "decoder": "lstm", "prior": "gaussian",
-                                     "schedule": "constant", "regularizers": [], "dataset": "synthetic"}
+                                     "schedule": "constant", "regularizers": [], "strategy": "standard",
+                                     "dataset": "synthetic"}
     assert type(cfg.decoder).__qualname__ == "RNNDecoderConfig"
 
 

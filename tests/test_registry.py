@@ -169,7 +169,7 @@ def test_unknown_names_suggest(typo, meant):
     with pytest.raises(UnknownComponentError) as info:
         reg.get(typo)
     msg = str(info.value)
-    assert f"Did you mean '{meant}'" in msg and "Available: gru, lstm" in msg
+    assert f"Did you mean '{meant}'" in msg and "Available: dilated-cnn, gru, lstm" in msg
 
 
 def test_names_normalise():

@@ -27,6 +27,7 @@ import sys
 import time
 from pathlib import Path
 
+from seqvae.bench.runner import finished_result
 from seqvae.bench.suites import suite_config
 from seqvae.config import validate_experiment
 from seqvae.training import load_corpus, run_experiment
@@ -79,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     rows = {}
     for name, cfg in configs.items():
         run_dir = args.out / name
-        if (run_dir / "result.json").exists() and _same_config(run_dir, cfg):
-            rows[name] = json.loads((run_dir / "result.json").read_text())
+        if (reused := finished_result(run_dir, cfg)) is not None:
+            rows[name] = reused
             logging.info("row %s: reusing %s", name, run_dir)
             continue
         if corpus is None:
@@ -95,13 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     args.page.write_text(page)
     print(page)
     return 0 if all(r.get("status") == "ok" for r in rows.values()) else 1
-
-
-def _same_config(run_dir: Path, cfg) -> bool:
-    try:
-        return json.loads((run_dir / "config.json").read_text()) == cfg.model_dump(mode="json")
-    except (OSError, ValueError):
-        return False
 
 
 def _fmt(m: dict, key: str, spec: str) -> str:

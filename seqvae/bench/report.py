@@ -16,7 +16,8 @@ _COLUMNS = [("-ELBO", "neg_elbo", "{:.2f}"), ("IW-NLL", "iw_nll", "{:.2f}"), ("r
 def results_table(rows: list[dict[str, Any]], title: str = "seqvae bench") -> Table:
     """One row per grid cell: components, metrics, collapse verdict."""
     table = Table(title=title)
-    for col in ("encoder/decoder/prior", "schedule", "regularizers", "seed"):
+    strategies = any(r.get("strategy", "standard") != "standard" for r in rows)
+    for col in ("encoder/decoder/prior", "schedule", "regularizers", *(["strategy"] if strategies else []), "seed"):
         table.add_column(col, overflow="fold")
     for head, _, _ in _COLUMNS:
         table.add_column(head, justify="right")
@@ -24,7 +25,7 @@ def results_table(rows: list[dict[str, Any]], title: str = "seqvae bench") -> Ta
     table.add_column("tok/s", justify="right")
     for r in rows:
         base = [f"{r['encoder']}/{r['decoder']}/{r['prior']}", r["schedule"], "+".join(r["regularizers"]) or "-",
-                str(r["seed"])]
+                *([r.get("strategy", "standard")] if strategies else []), str(r["seed"])]
         m = r.get("metrics")
         if r.get("status") != "ok" or not m:
             err = str(r.get("error", "failed"))

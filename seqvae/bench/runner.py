@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
 
-__all__ = ["cell_name", "dataset_key", "load_corpora", "run_grid"]
+__all__ = ["cell_name", "dataset_key", "finished_result", "load_corpora", "run_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -19,12 +19,32 @@ def cell_name(index: int, cfg: ExperimentConfig) -> str:
     """A readable, unique folder name for grid cell ``index``."""
     n = cfg.component_names()
     regs = "+".join(n["regularizers"]) or "none"
-    return f"{index:03d}-{n['encoder']}-{n['decoder']}-{n['prior']}-{n['schedule']}-{regs}-s{cfg.train.seed}"
+    strategy = "" if n["strategy"] == "standard" else f"-{n['strategy']}"
+    return f"{index:03d}-{n['encoder']}-{n['decoder']}-{n['prior']}-{n['schedule']}-{regs}{strategy}-s{cfg.train.seed}"
 
 
 def dataset_key(cfg: ExperimentConfig) -> str:
     """Identifies the data set of ``cfg`` (cells with equal keys share one loaded corpus)."""
     return json.dumps(cfg.data.dataset.model_dump(mode="json"), sort_keys=True)
+
+
+def finished_result(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """The ``result.json`` of a finished run of ``cfg`` in ``run_dir``; None if absent, failed or another config.
+
+    The stored ``config.json`` is validated again with today's defaults before the comparison, so a
+    config field added later, whose default keeps the old behaviour, does not disown older runs.
+    """
+    from seqvae.config import ConfigError, validate_experiment
+
+    run_dir = Path(run_dir)
+    try:
+        result = json.loads((run_dir / "result.json").read_text())
+        stored = validate_experiment(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError, ConfigError):
+        return None
+    if result.get("status") != "ok" or stored.model_dump(mode="json") != cfg.model_dump(mode="json"):
+        return None
+    return result
 
 
 def load_corpora(

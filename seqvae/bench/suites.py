@@ -30,6 +30,43 @@ SUITES: dict[str, dict[str, Any]] = {
         "train": {"max_steps": 10_520, "lr": 1e-3, "grad_clip": 5.0},
         "eval": {"split": "test"},
     },
+    # Yahoo Answers, Yang et al. 2017's split (100k/10k/10k documents, 20k vocabulary, up to 200 words)
+    # as He et al. 2019 ship it: yahoo.{train,valid,test}.txt, one document per line. He et al.'s
+    # sizes: embedding 512, LSTM 1024/1024, latent 32, decoder embedding and output dropout 0.5, batch 32.
+    # Budget: 31,250 steps = 10 epochs (He et al. train up to 100 epochs with SGD and lr decay).
+    "yahoo": {
+        "data": {"dataset": {"kind": "text", "train": "yahoo.train.txt", "valid": "yahoo.valid.txt",
+                             "test": "yahoo.test.txt"}, "batch_size": 32, "eval_batch_size": 32},
+        "model": {"latent_dim": 32, "embed_dim": 512, "hidden_size": 1024},
+        "encoder": {"kind": "lstm"},
+        "decoder": {"kind": "lstm", "embed_dropout": 0.5, "output_dropout": 0.5},
+        "train": {"max_steps": 31_250, "lr": 1e-3, "grad_clip": 5.0},
+        "eval": {"split": "test"},
+    },
+    # Yelp reviews, Yang et al. 2017's split (100k/10k/10k, 20k vocabulary) as He et al. 2019 ship it:
+    # yelp.{train,valid,test}.txt with a rating label per line (LABEL<TAB>text). Sizes and budget as yahoo.
+    "yelp": {
+        "data": {"dataset": {"kind": "labeled-text", "train": "yelp.train.txt", "valid": "yelp.valid.txt",
+                             "test": "yelp.test.txt"}, "batch_size": 32, "eval_batch_size": 32},
+        "model": {"latent_dim": 32, "embed_dim": 512, "hidden_size": 1024},
+        "encoder": {"kind": "lstm"},
+        "decoder": {"kind": "lstm", "embed_dropout": 0.5, "output_dropout": 0.5},
+        "train": {"max_steps": 31_250, "lr": 1e-3, "grad_clip": 5.0},
+        "eval": {"split": "test"},
+    },
+    # SNLI sentences, Li et al. 2019's split: snli.{train,valid,test}.txt (tokenised, lower-cased,
+    # `<unk>` for rare words). Li et al.'s config: embedding 128, LSTM 512/512, latent 32, decoder
+    # dropout 0.5 in and out, batch 32. Budget: 31,250 steps, as yahoo and yelp.
+    # Without the train file, `--set data.dataset.train=snli.valid.txt` trains on valid (as the tests do).
+    "snli": {
+        "data": {"dataset": {"kind": "text", "train": "snli.train.txt", "valid": "snli.valid.txt",
+                             "test": "snli.test.txt"}, "batch_size": 32, "eval_batch_size": 64},
+        "model": {"latent_dim": 32, "embed_dim": 128, "hidden_size": 512},
+        "encoder": {"kind": "lstm"},
+        "decoder": {"kind": "lstm", "embed_dropout": 0.5, "output_dropout": 0.5},
+        "train": {"max_steps": 31_250, "lr": 1e-3, "grad_clip": 5.0},
+        "eval": {"split": "test"},
+    },
 }
 
 

@@ -47,7 +47,11 @@ class _RNNEncoder(Encoder):
 
     def forward(self, tokens: Tensor, lengths: Tensor) -> DiagonalGaussian:
         """Encode ``tokens: b t`` (``lengths: b`` real tokens each) into a posterior over ``b d``."""
-        x = self.dropout(self.embed(tokens))  # b t e
+        return self.forward_embeddings(self.embed(tokens), lengths)
+
+    def forward_embeddings(self, embeddings: Tensor, lengths: Tensor) -> DiagonalGaussian:
+        """Encode ``embeddings: b t e`` directly (the VampPrior's pseudo-inputs)."""
+        x = self.dropout(embeddings)  # b t e
         packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, state = self.rnn(packed)
         h_n = state[0] if isinstance(state, tuple) else state  # (l dir) b h

@@ -1,0 +1,1 @@
+"""Training strategies: how the loop drives the model (registry kind ``strategy``)."""

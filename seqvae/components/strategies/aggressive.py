@@ -1,0 +1,127 @@
+"""``aggressive``: aggressive inference-network training (He et al. 2019, "Lagging inference networks").
+
+While the aggressive phase lasts, every training step first updates the encoder alone, on fresh
+training batches, until the per-token loss stops falling; then the step updates everything except
+the encoder. The phase ends for good the first time the mutual information I(x;z) on the validation
+split falls between two checks (one check per epoch by default). Afterwards training is standard.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import torch
+from pydantic import Field
+
+from seqvae.config import ComponentConfig
+from seqvae.interfaces import Batch, BuildContext, Strategy
+
+__all__ = ["AggressiveStrategy"]
+
+
+class AggressiveStrategy(Strategy):
+    """He et al. 2019's loop. Their settings are the defaults (100 inner steps at most, windows of 15).
+
+    The encoder's inner updates use a separate Adam optimizer over the encoder's parameters (He et
+    al. use separate encoder and decoder optimizers too); the step's own update goes through the
+    main optimizer with the encoder's gradients dropped while the phase lasts. Inner steps draw
+    batches from their own shuffled stream of the training split and do not count as steps (the
+    schedule and ``max_steps`` see only the outer steps).
+    """
+
+    class Config(ComponentConfig):
+        max_inner_steps: int = Field(100, ge=1, description="Encoder-only updates per step, at most.")
+        window: int = Field(
+            15, ge=1, description="Inner steps per window; the inner loop stops when a window's per-token loss "
+            "is not below the previous window's.",
+        )
+        check_every: int | None = Field(
+            None, ge=1, description="Steps between validation-MI checks; None = one epoch of the training split.",
+        )
+        encoder_lr: float | None = Field(None, gt=0, description="Learning rate of the inner updates; None = train.lr.")
+
+    def __init__(self, config: Config, ctx: BuildContext | None = None):
+        super().__init__(config, ctx)
+        self.active = True
+        self.inner_steps = 0
+        self.ended_at: int | None = None
+        self.mi_history: list[tuple[int, float]] = []
+        self._stream: Iterator[Batch] | None = None
+        self._optimizer: torch.optim.Optimizer | None = None
+        self._check_every = 1
+
+    @classmethod
+    def compatibility(cls, config: ComponentConfig, experiment: Any) -> str | None:
+        if not experiment.has_latent:
+            return "needs a latent variable (the language-model baseline has none)"
+        return None
+
+    def on_train_start(self, system: Any) -> None:
+        from seqvae.data.datamodule import BucketedBatches, eval_batches
+
+        dm = system.trainer.datamodule
+        train = dm.corpus.split("train")
+        self._check_every = self.config.check_every or max(1, -(-len(train) // dm.batch_size))
+        self._data = BucketedBatches(train, dm.corpus.vocab, dm.batch_size, dm.bucket_factor, dm.seed + 1)
+        self._valid = eval_batches(dm.corpus.split("valid"), dm.corpus.vocab, dm.eval_batch_size)
+        lr = self.config.encoder_lr or system.cfg.train.lr
+        self._optimizer = torch.optim.Adam(system.model.encoder.parameters(), lr=lr)
+        self.mi_history = [(0, self._validation_mi(system))]
+
+    def _next_batch(self, device: torch.device) -> Batch:
+        while True:
+            if self._stream is None:
+                self._stream = iter(self._data)
+            try:
+                return next(self._stream).to(device)
+            except StopIteration:
+                self._stream = None
+
+    def _validation_mi(self, system: Any) -> float:
+        from seqvae.metrics import mutual_information
+
+        return mutual_information(system.model, self._valid, seed=system.cfg.train.seed, device=system.device)
+
+    def before_step(self, system: Any, batch: Batch, step: int) -> None:
+        if self.active and step > 0 and step % self._check_every == 0:
+            mi = self._validation_mi(system)
+            if mi < self.mi_history[-1][1]:
+                self.active, self.ended_at = False, step
+            self.mi_history.append((step, mi))
+        if not self.active:
+            return
+        model, opt = system.model, self._optimizer
+        beta = self.beta(model.schedule, step, system.cfg.train.max_steps)
+        clip = system.cfg.train.grad_clip
+        previous, loss_sum, tokens = float("inf"), 0.0, 0
+        for inner in range(1, self.config.max_inner_steps + 1):
+            fresh = self._next_batch(system.device)
+            out = model(fresh, step=step, total_steps=system.cfg.train.max_steps, beta=beta)
+            opt.zero_grad(set_to_none=True)
+            model.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if clip:
+                torch.nn.utils.clip_grad_norm_(model.encoder.parameters(), clip)
+            opt.step()
+            self.inner_steps += 1
+            loss_sum += float(out.loss.detach()) * fresh.size
+            tokens += int(fresh.lengths.sum())
+            if inner % self.config.window == 0:
+                current = loss_sum / tokens
+                if current >= previous:
+                    break
+                previous, loss_sum, tokens = current, 0.0, 0
+        model.zero_grad(set_to_none=True)
+
+    def before_optimizer_step(self, system: Any, step: int) -> None:
+        if self.active:
+            for p in system.model.encoder.parameters():
+                p.grad = None
+
+    def state(self) -> dict[str, Any]:
+        return {
+            "aggressive_ended_at_step": self.ended_at,
+            "inner_steps": self.inner_steps,
+            "validation_mi": [{"step": s, "mi": round(m, 4)} for s, m in self.mi_history],
+        }
