@@ -290,6 +290,206 @@ def eval_(
         out.print(f"Collapse verdict: {result['metrics']['collapse_rule']}.")
 
 
+# ------------------------------------------------------------------ generation and the latent space
+
+GENERATION = "Decoding"
+StrategyOpt = Annotated[str, typer.Option("--strategy", help="greedy, sample, top-k, top-p or beam.", rich_help_panel=GENERATION)]
+MaxLenOpt = Annotated[int, typer.Option("--max-length", help="Most tokens per sentence.", rich_help_panel=GENERATION)]
+TempOpt = Annotated[float, typer.Option("--temperature", help="Sampling temperature.", rich_help_panel=GENERATION)]
+TopKOpt = Annotated[int, typer.Option("--top-k", help="Words kept by top-k.", rich_help_panel=GENERATION)]
+TopPOpt = Annotated[float, typer.Option("--top-p", help="Mass kept by top-p.", rich_help_panel=GENERATION)]
+BeamOpt = Annotated[int, typer.Option("--beam-width", help="Beam width.", rich_help_panel=GENERATION)]
+PenaltyOpt = Annotated[float, typer.Option("--length-penalty", help="Beam score = log p / length^alpha.", rich_help_panel=GENERATION)]
+SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice.", rich_help_panel=GENERATION)]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.", rich_help_panel=OUTPUT)]
+RunArg = Annotated[Path, typer.Argument(help="A run folder (with checkpoint.pt) or a checkpoint file.")]
+
+
+def _decode_options(strategy: str, max_length: int, temperature: float, top_k: int, top_p: float,
+                    beam_width: int, length_penalty: float) -> Any:
+    from pydantic import ValidationError
+
+    from seqvae.generation import DecodeConfig
+
+    try:
+        return DecodeConfig(strategy=strategy, max_length=max_length, temperature=temperature, top_k=top_k,
+                            top_p=top_p, beam_width=beam_width, length_penalty=length_penalty)
+    except ValidationError as exc:
+        e = exc.errors(include_url=False)[0]
+        flag = "--" + str(e["loc"][0]).replace("_", "-")
+        _fail(f"{flag}: {e['msg']} (got {e.get('input')!r})")
+
+
+def _load_run(target: Path) -> tuple[Any, Any, Any]:
+    """Model, config and vocabulary of a run folder or checkpoint; exit 2 on a bad file."""
+    path = target / "checkpoint.pt" if target.is_dir() else target
+    from seqvae.training import load_checkpoint
+
+    try:
+        return load_checkpoint(path)
+    except ValueError as exc:
+        _fail(str(exc))
+        raise  # unreachable: _fail exits
+
+
+def _encode(texts: list[Any], cfg: Any, vocab: Any, what: str) -> Any:
+    from seqvae.generation import encode_sentences
+
+    ds = cfg.data.dataset
+    try:
+        enc = encode_sentences(texts, vocab, getattr(ds, "tokenizer", "whitespace"), getattr(ds, "lowercase", False))
+    except ValueError as exc:
+        _fail(f"{what}: {exc}")
+    if enc.unknown:
+        err.print(f"{what}: {enc.unknown} word(s) not in the model's vocabulary were read as <unk>", highlight=False)
+    return enc
+
+
+def _read_lines(source: str, cfg: Any) -> list[Any]:
+    """Sentences from a file (tokenised as the corpus was) or stdin (``-``); exit 2 on bad input."""
+    if source == "-":
+        lines = [ln for ln in sys.stdin.read().splitlines() if ln.strip()]
+        if not lines:
+            _fail("stdin: no sentences (expected one sentence per line)")
+        return lines
+    from seqvae.data.corpora import CorpusError, read_sentences
+
+    ds = cfg.data.dataset
+    try:
+        text = read_sentences(source, tokenizer=getattr(ds, "tokenizer", "whitespace"),
+                              lowercase=getattr(ds, "lowercase", False), empty_lines="skip")
+    except CorpusError as exc:
+        _fail(str(exc))
+    return text.sentences
+
+
+def _print(rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: str, as_json: bool, extra: dict) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps({**extra, "rows": rows}) + "\n")
+        return
+    from rich.table import Table
+
+    table = Table(title=title)
+    for head, _ in columns:
+        table.add_column(head, overflow="fold")
+    for r in rows:
+        table.add_row(*[str(r[key]) for _, key in columns])
+    out.print(table)
+
+
+@app.command(epilog="Example:\n\n  seqvae sample runs/exp -n 5 --strategy top-p --top-p 0.9 --seed 1")
+def sample(
+    target: RunArg,
+    n: Annotated[int, typer.Option("-n", "--num", help="Sentences to sample.")] = 10,
+    strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
+    top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decode sentences from z drawn from the prior."""
+    if n < 1:
+        _fail(f"-n must be >= 1, got {n}")
+    dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
+    model, cfg, vocab = _load_run(target)
+    if not cfg.has_latent:
+        _fail(f"{target}: a language-model baseline has no latent to sample from")
+    import torch
+
+    from seqvae.generation import sample_prior, words
+
+    ids = sample_prior(model, n, dcfg, torch.Generator().manual_seed(seed))
+    rows = [{"i": i + 1, "sentence": words(s, vocab)} for i, s in enumerate(ids)]
+    _print(rows, [("#", "i"), ("sample", "sentence")], f"seqvae sample ({dcfg.strategy})", as_json,
+           {"decode": dcfg.model_dump(), "seed": seed})
+
+
+@app.command(epilog="Examples:\n\n  seqvae reconstruct runs/exp --input sentences.txt\n\n"
+                    "  echo 'the cat sat on the mat' | seqvae reconstruct runs/exp --input - --json")
+def reconstruct(
+    target: RunArg,
+    input_: Annotated[str, typer.Option("--input", help="File with one sentence per line, or - for stdin.")] = "-",
+    sample_z: Annotated[bool, typer.Option("--sample-z", help="Decode from a sample of q(z|x) instead of its mean.")] = False,
+    strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
+    top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Encode each sentence, decode it again, and show both."""
+    dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
+    model, cfg, vocab = _load_run(target)
+    import torch
+
+    from seqvae.generation import reconstruct as rec, words
+
+    enc = _encode(_read_lines(input_, cfg), cfg, vocab, "stdin" if input_ == "-" else input_)
+    ids = rec(model, enc, vocab, dcfg, sample=sample_z, generator=torch.Generator().manual_seed(seed))
+    rows = [{"input": s, "reconstruction": words(r, vocab)} for s, r in zip(enc.sentences, ids)]
+    _print(rows, [("input", "input"), ("reconstruction", "reconstruction")], "seqvae reconstruct", as_json,
+           {"unknown_words": enc.unknown, "z": "sample" if sample_z else "mean", "decode": dcfg.model_dump()})
+
+
+@app.command(epilog="Example:\n\n  seqvae interpolate runs/exp \"the market fell\" \"stocks rose sharply\" --steps 8")
+def interpolate(
+    target: RunArg,
+    first: Annotated[str, typer.Argument(help="Sentence at a = 0.")],
+    second: Annotated[str, typer.Argument(help="Sentence at a = 1.")],
+    steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.")] = 8,
+    strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
+    top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Decode z(a) = (1 - a) z_1 + a z_2 between two sentences' posterior means (the homotopy)."""
+    if steps < 2:
+        _fail(f"--steps must be >= 2, got {steps}")
+    dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
+    model, cfg, vocab = _load_run(target)
+    if not cfg.has_latent:
+        _fail(f"{target}: a language-model baseline has no latent to interpolate in")
+    import torch
+
+    from seqvae.generation import interpolate as interp, words
+
+    enc = _encode([first, second], cfg, vocab, "input")
+    path = interp(model, enc, vocab, steps, dcfg, torch.Generator().manual_seed(seed))
+    rows = [{"a": f"{a:.3f}", "sentence": words(s, vocab)} for a, s in path]
+    _print(rows, [("a", "a"), ("sentence", "sentence")], "seqvae interpolate", as_json,
+           {"inputs": [first, second], "unknown_words": enc.unknown, "decode": dcfg.model_dump()})
+
+
+@app.command(epilog="Example:\n\n  seqvae attribute runs/yelp --positive sentiment.dev.1 --negative sentiment.dev.0 "
+                    "--apply \"the food was cold\" --scale 1.5")
+def attribute(
+    target: RunArg,
+    positive: Annotated[Path, typer.Option("--positive", help="Sentences with the attribute, one per line.")],
+    negative: Annotated[Path, typer.Option("--negative", help="Sentences without it, one per line.")],
+    apply: Annotated[list[str], typer.Option("--apply", help="Sentence to shift (repeatable).")],
+    scale: Annotated[float, typer.Option("--scale", help="z + scale * (mean z+ - mean z-).")] = 1.0,
+    strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
+    top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
+    as_json: JsonOpt = False,
+) -> None:
+    """Compute an attribute vector (mean z of --positive minus mean z of --negative) and add it to sentences."""
+    dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
+    model, cfg, vocab = _load_run(target)
+    if not cfg.has_latent:
+        _fail(f"{target}: a language-model baseline has no latent for an attribute vector")
+    import torch
+
+    from seqvae.generation import apply_attribute, attribute_vector, reconstruct as rec, words
+
+    pos = _encode(_read_lines(str(positive), cfg), cfg, vocab, str(positive))
+    neg = _encode(_read_lines(str(negative), cfg), cfg, vocab, str(negative))
+    enc = _encode(list(apply), cfg, vocab, "--apply")
+    vector = attribute_vector(model, pos, neg, vocab)
+    g = torch.Generator().manual_seed(seed)
+    plain = rec(model, enc, vocab, dcfg, generator=g)
+    shifted = apply_attribute(model, enc, vocab, vector, scale, dcfg, torch.Generator().manual_seed(seed))
+    rows = [{"input": s, "reconstruction": words(p, vocab), "shifted": words(t, vocab)}
+            for s, p, t in zip(enc.sentences, plain, shifted)]
+    _print(rows, [("input", "input"), ("reconstruction", "reconstruction"), (f"+ {scale:g} x vector", "shifted")],
+           "seqvae attribute", as_json,
+           {"vector_norm": float(vector.norm()), "n_positive": len(pos.ids), "n_negative": len(neg.ids),
+            "scale": scale, "unknown_words": enc.unknown, "decode": dcfg.model_dump()})
+
+
 @plugins_app.command("list")
 def plugins_list(
     kind: Annotated[Optional[str], typer.Option("--kind", help="Only this kind (encoder, decoder, ...).")] = None,

@@ -257,6 +257,20 @@ class Decoder(nn.Module, _Component, ABC):
     @abstractmethod
     def step(self, token: Tensor, state: Any) -> tuple[Tensor, Any]: ...
 
+    def reorder_state(self, state: Any, index: Tensor) -> Any:
+        """The state of rows ``index`` (beam search keeps the best hypotheses this way).
+
+        Default: every tensor in the (nested dict/list/tuple) state is indexed along dim 0, the
+        batch. A decoder whose state has the batch elsewhere (an RNN's ``l b h``) overrides this.
+        """
+        if isinstance(state, Tensor):
+            return state.index_select(0, index)
+        if isinstance(state, dict):
+            return {k: self.reorder_state(v, index) for k, v in state.items()}
+        if isinstance(state, (list, tuple)):
+            return type(state)(self.reorder_state(v, index) for v in state)
+        return state
+
 
 class Prior(nn.Module, _Component, ABC):
     """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``.

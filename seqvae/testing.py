@@ -127,7 +127,7 @@ def check_encoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
 
 
 def check_decoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
-    """Shapes, gradients, causality, and ``step()`` equal to the teacher-forced ``forward``."""
+    """Shapes, gradients, causality, ``step()`` equal to the teacher-forced ``forward``, and ``reorder_state``."""
     dec = build_component("decoder", name, ctx)
     tokens, lengths = random_batch_tokens([6, 4], ctx)
     inputs = torch.cat([torch.full((2, 1), ctx.bos_id), tokens[:, :-1]], 1)
@@ -155,6 +155,16 @@ def check_decoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
                 step_logits, base[:, t], atol=1e-5, rtol=1e-4,
                 msg=f"decoder '{name}': step() differs from forward() at position {t}",
             )
+        # reorder_state (beam search): swapping the rows of a mid-sentence state swaps the next logits
+        state = dec.init_state(z)
+        for t in range(3):
+            _, state = dec.step(inputs[:, t], state)
+        swap = torch.tensor([1, 0])
+        swapped_logits, _ = dec.step(inputs[swap, 3], dec.reorder_state(state, swap))
+        torch.testing.assert_close(
+            swapped_logits, base[swap, 3], atol=1e-5, rtol=1e-4,
+            msg=f"decoder '{name}': reorder_state() does not reorder the batch rows of the state",
+        )
 
 
 def check_prior(name: str, ctx: BuildContext = TINY_CTX) -> None:

@@ -17,7 +17,7 @@ import torch
 from lightning.pytorch.loggers import CSVLogger
 
 from seqvae.composer import build_model, component_provenance
-from seqvae.config import ComponentConfig, ExperimentConfig
+from seqvae.config import ComponentConfig, ConfigError, ExperimentConfig
 from seqvae.data.corpus import Corpus
 from seqvae.data.datamodule import TextDataModule, eval_batches
 from seqvae.interfaces import Batch, Strategy
@@ -122,6 +122,7 @@ def save_checkpoint(path: Path, model: SequenceVAE, cfg: ExperimentConfig, vocab
         "vocab": vocab,
         "state_dict": model.state_dict(),
         "versions": _versions(),
+        "components": component_provenance(cfg),
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
     torch.save(payload, tmp)
@@ -142,11 +143,32 @@ def load_checkpoint(path: str | Path) -> tuple[SequenceVAE, ExperimentConfig, An
         raise ValueError(f"{path}: not a readable seqvae checkpoint ({type(exc).__name__}: {exc})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a seqvae checkpoint (expected format {CHECKPOINT_FORMAT})")
-    cfg = validate_experiment(payload["config"], source=f"config stored in {path}")
+    try:
+        cfg = validate_experiment(payload["config"], source=f"config stored in {path}")
+    except ConfigError as exc:
+        raise ConfigError(f"{exc}{_missing_providers(payload.get('components') or {})}") from None
     vocab = Vocab(payload["vocab"])
     model = build_model(cfg, vocab)
-    model.load_state_dict(payload["state_dict"])
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except RuntimeError as exc:
+        first = str(exc).strip().splitlines()[0]
+        raise ValueError(f"{path}: the weights do not fit the stored config ({first})") from None
     return model, cfg, vocab
+
+
+def _missing_providers(components: dict[str, str]) -> str:
+    """``\n  decoder 'x' came from pkg==1.0: install it`` for each stored component not installed now."""
+    from seqvae.registry import RegistryError
+
+    lines = []
+    for key, provider in components.items():
+        kind, _, name = key.partition(":")
+        try:
+            get_registry(kind).get(name)
+        except (RegistryError, ValueError):
+            lines.append(f"\n  {kind} '{name}' came from {provider}: install that package to load this checkpoint")
+    return "".join(lines)
 
 
 def load_corpus(dataset: ComponentConfig, cache_dir: str | Path | None = None) -> Corpus:

@@ -84,6 +84,13 @@ class _RNNDecoder(Decoder):
         return logits, {"z": state["z"], "rnn": rnn_state}
 
 
+    def reorder_state(self, state: dict[str, Any], index: Tensor) -> dict[str, Any]:
+        """Rows ``index`` of the state (the RNN state is ``l b h``: batch on dim 1)."""
+        rnn = state["rnn"]
+        rnn = tuple(s.index_select(1, index) for s in rnn) if isinstance(rnn, tuple) else rnn.index_select(1, index)
+        return {"z": state["z"].index_select(0, index), "rnn": rnn}
+
+
 class LSTMDecoder(_RNNDecoder):
     """LSTM decoder (registry name ``lstm``)."""
 
