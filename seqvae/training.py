@@ -34,6 +34,7 @@ __all__ = [
     "load_corpus",
     "run_experiment",
     "save_checkpoint",
+    "write_plots",
 ]
 
 log = logging.getLogger(__name__)
@@ -281,5 +282,36 @@ def run_experiment(
         "command": sys.argv,
         "status": "ok",
     }
+    result["plots"] = write_plots(run_dir, model, cfg, corpus)
     (run_dir / "result.json").write_text(json.dumps(result, indent=2))
     return result
+
+
+def write_plots(run_dir: Path, model: SequenceVAE, cfg: ExperimentConfig, corpus: Corpus) -> list[str]:
+    """``training.png`` and, for a 2-d latent, ``latent.png`` in ``run_dir``; names of those written.
+
+    A plotting failure is logged, never raised: it must not cost a finished run.
+    """
+    from seqvae.bench.plots import plot_latent, plot_training
+
+    written = []
+    names = cfg.component_names()
+    title = f"{names['encoder']}/{names['decoder']}/{names['prior']}, {names['schedule']}"
+    try:
+        if plot_training(run_dir / "logs" / "metrics.csv", run_dir / "training.png", title) is not None:
+            written.append("training.png")
+        if model.ctx.latent_dim == 2:
+            means, labels = [], []
+            model.eval()
+            with torch.no_grad():
+                for batch in eval_batches(corpus.split(cfg.eval.split), corpus.vocab, cfg.data.eval_batch_size):
+                    means.append(model.encode(batch.to(next(model.parameters()).device)).mean.float().cpu())
+                    if batch.labels is not None:
+                        labels.append(batch.labels)
+            lab = torch.cat(labels).numpy() if labels else None
+            plot_latent(torch.cat(means).numpy(), lab, run_dir / "latent.png",
+                        f"posterior means on {cfg.eval.split} ({title})")
+            written.append("latent.png")
+    except Exception as exc:  # plots are a convenience; the run's numbers are already safe
+        log.warning("could not write plots into %s: %s", run_dir, exc)
+    return written

@@ -239,3 +239,25 @@ def test_cli_generation_errors_exit_2(tmp_path, args, message):
     res = runner.invoke(app, [a.format(**fill) for a in args])
     assert res.exit_code == 2, res.output
     assert message in res.output
+
+
+# ------------------------------------------------------------------------------ plots
+
+
+def test_runs_write_training_and_latent_plots(tmp_path):
+    from seqvae.bench.plots import read_curves
+    from seqvae.training import run_experiment
+
+    cfg = validate_experiment({
+        "data": {"dataset": {"kind": "synthetic", "n_sentences": 300, "n_train": 200, "n_valid": 50,
+                             "vocab_size": 30, "length": 5}, "batch_size": 16},
+        "model": {"latent_dim": 2, "embed_dim": 8, "hidden_size": 8}, "schedule": "linear",
+        "train": {"max_steps": 20, "log_every": 5}, "eval": {"iw_samples": 0},
+    })
+    result = run_experiment(cfg, tmp_path / "run")
+    assert result["plots"] == ["training.png", "latent.png"]
+    for name in result["plots"]:
+        data = (tmp_path / "run" / name).read_bytes()
+        assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5_000
+    beta = read_curves(tmp_path / "run" / "logs" / "metrics.csv")["train/beta"]
+    assert [s for s, _ in beta] == [4, 9, 14, 19] and beta[0][1] < beta[-1][1]  # the linear warm-up, logged
