@@ -273,7 +273,7 @@ def attribute_vector(model: SequenceVAE, positive: EncodedText, negative: Encode
 
 def apply_attribute(model: SequenceVAE, text: EncodedText, vocab: Vocab, vector: Tensor, scale: float = 1.0,
                     cfg: DecodeConfig | None = None, generator: torch.Generator | None = None) -> list[list[int]]:
-    """Decode each sentence from z + scale * vector (z its posterior mean)."""
+    """Decode each sentence from z + scale * vector (z its posterior mean ``b d``, ``vector: d``)."""
     z = latent_means(model, text, vocab)
     return decode(model, z + scale * vector.to(z.device), cfg, generator)
 

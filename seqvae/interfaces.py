@@ -97,6 +97,7 @@ class Batch:
         return int(self.tokens.shape[0])
 
     def to(self, device: Any) -> Batch:
+        """The same batch on ``device`` (tokens ``b (t+1)``, lengths ``b``, labels ``b``)."""
         labels = self.labels.to(device) if self.labels is not None else None
         return Batch(self.tokens.to(device), self.lengths.to(device), self.pad_id, labels)
 
@@ -221,7 +222,8 @@ class Encoder(nn.Module, _Component, ABC):
         self.config, self.ctx = config, ctx
 
     @abstractmethod
-    def forward(self, tokens: Tensor, lengths: Tensor) -> Posterior: ...
+    def forward(self, tokens: Tensor, lengths: Tensor) -> Posterior:
+        """q(z|x) of ``tokens: b t`` (``w_1 .. w_n <eos>`` then padding; ``lengths: b``): ``mean: b d``."""
 
     def forward_embeddings(self, embeddings: Tensor, lengths: Tensor) -> Posterior:
         """Encode ``embeddings: b t e`` (``e = ctx.embed_dim``) instead of token ids. Optional."""
@@ -249,13 +251,16 @@ class Decoder(nn.Module, _Component, ABC):
         self.config, self.ctx = config, ctx
 
     @abstractmethod
-    def forward(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor: ...
+    def forward(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor:
+        """Teacher-forced logits ``b t v`` for ``inputs: b t`` (``<bos> w_1 .. w_n``), ``z: b d``, ``lengths: b``."""
 
     @abstractmethod
-    def init_state(self, z: Tensor) -> Any: ...
+    def init_state(self, z: Tensor) -> Any:
+        """The decoding state before the first token, for ``z: b d`` (any nested dict/list/tuple of tensors)."""
 
     @abstractmethod
-    def step(self, token: Tensor, state: Any) -> tuple[Tensor, Any]: ...
+    def step(self, token: Tensor, state: Any) -> tuple[Tensor, Any]:
+        """Feed ``token: b`` and return the next logits ``b v`` and the new state (equal to ``forward``'s)."""
 
     def reorder_state(self, state: Any, index: Tensor) -> Any:
         """The state of rows ``index`` (beam search keeps the best hypotheses this way).
@@ -291,10 +296,12 @@ class Prior(nn.Module, _Component, ABC):
         self.config, self.ctx = config, ctx
 
     @abstractmethod
-    def log_prob(self, z: Tensor) -> Tensor: ...
+    def log_prob(self, z: Tensor) -> Tensor:
+        """log p(z): ``... d -> ...``."""
 
     @abstractmethod
-    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor: ...
+    def sample(self, n: int, generator: torch.Generator | None = None) -> Tensor:
+        """``n`` draws from p(z): ``n d``."""
 
     def adapt_posterior(self, posterior: Posterior) -> Posterior:
         """The posterior family of this prior, from the encoder's output. Default: unchanged."""
@@ -333,7 +340,7 @@ class Regularizer(nn.Module, _Component):
         return kl_per_dim
 
     def extra_loss(self, out: VAEOutput, batch: Batch, step: int) -> dict[str, Tensor]:
-        """Extra scalar losses added to the objective (e.g. bag-of-words). Default: none."""
+        """Extra losses added to the objective, each a scalar tensor (shape ``()``), e.g. bag-of-words. Default: none."""
         return {}
 
 
@@ -354,7 +361,8 @@ class DatasetBuilder(_Component, ABC):
         self.config, self.ctx = config, ctx
 
     @abstractmethod
-    def load(self, cache_dir: Path) -> Corpus: ...
+    def load(self, cache_dir: Path) -> Corpus:
+        """Read (or generate, caching under ``cache_dir``) the corpus: vocabulary and tokenised splits."""
 
 
 class Strategy(_Component):

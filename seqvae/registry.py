@@ -147,6 +147,7 @@ class EntryInfo:
         return f"{self.dist}=={self.version}"
 
     def as_dict(self) -> dict[str, Any]:
+        """Plain data for ``seqvae plugins list --json``."""
         return {
             "kind": self.kind,
             "name": self.name,

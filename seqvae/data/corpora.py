@@ -62,6 +62,7 @@ class ReadStats:
     truncated: int = 0
 
     def as_dict(self) -> dict[str, int | str]:
+        """Plain data for ``result.json``."""
         return asdict(self)
 
 

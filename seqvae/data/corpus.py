@@ -55,11 +55,12 @@ class TokenStore:
         return int(self.lengths.sum()) + len(self)
 
     def sentence(self, i: int) -> list[int]:
+        """The word ids of sentence ``i`` (no specials)."""
         start = int(self.offsets[i])
         return self.flat[start : start + int(self.lengths[i])].tolist()
 
     def batch(self, index: Tensor, vocab: Vocab) -> Batch:
-        """Build the padded :class:`Batch` of the sentences ``index`` without a loop over sentences."""
+        """The padded :class:`Batch` of the sentences ``index: b`` (tokens ``b (t+1)``), built without a Python loop."""
         index = torch.as_tensor(index, dtype=torch.long)
         lengths = self.lengths[index]  # b
         b = index.shape[0]
@@ -85,6 +86,7 @@ class Corpus:
     info: dict[str, object] = field(default_factory=dict)
 
     def split(self, name: str) -> TokenStore:
+        """The split ``name`` (``train``, ``valid`` or ``test``); a clear error if the corpus lacks it."""
         if name not in self.splits:
             raise ValueError(f"the corpus has no split '{name}' (it has: {', '.join(self.splits)})")
         return self.splits[name]

@@ -18,7 +18,7 @@ __all__ = ["BucketedBatches", "TextDataModule", "bucket_plan", "eval_batches"]
 def bucket_plan(
     lengths: torch.Tensor, batch_size: int, bucket_factor: int, generator: torch.Generator
 ) -> list[torch.Tensor]:
-    """Shuffled batches of indices whose sentences have similar lengths.
+    """Shuffled batches of indices (each ``b``) whose sentences (``lengths: n``) have similar lengths.
 
     The split is shuffled, cut into pools of ``batch_size * bucket_factor`` sentences, each pool is
     sorted by length and cut into batches, and the batch order is shuffled again.

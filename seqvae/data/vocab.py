@@ -48,9 +48,11 @@ class Vocab:
         return [self.stoi.get(w, unk) for w in words]
 
     def decode(self, ids: Iterable[int]) -> list[str]:
+        """The words of ``ids``."""
         return [self.itos[i] for i in ids]
 
     def to_list(self) -> list[str]:
+        """The words in id order (what checkpoints store)."""
         return list(self.itos)
 
     def __eq__(self, other: object) -> bool:
