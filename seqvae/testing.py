@@ -27,6 +27,7 @@ __all__ = [
     "check_decoder",
     "check_encoder",
     "check_prior",
+    "check_registry_metadata",
     "check_regularizer",
     "check_schedule",
     "check_strategy",
@@ -66,6 +67,35 @@ def random_batch_tokens(
 def _assert_grads(module: torch.nn.Module, what: str) -> None:
     missing = [n for n, p in module.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.abs().sum() > 0)]
     assert not missing, f"{what}: no gradient reaches parameters {missing}"
+
+
+def check_registry_metadata(kind: str, name: str) -> None:
+    """The entry point is sound: a valid lower-case name, a package and version, status ``ok``, a
+    subclass of the kind's base class with a docstring, and a nested ``Config`` (a
+    :class:`~seqvae.config.ComponentConfig`) whose ``kind`` field accepts the name."""
+    import importlib
+    import re
+
+    from seqvae.config import ComponentConfig
+    from seqvae.registry import KINDS
+
+    reg = get_registry(kind)
+    entries = [e for e in reg.check() if e.name == name]
+    assert entries, f"{kind} '{name}' is not registered in the entry-point group {KINDS[kind][0]}"
+    for e in entries:
+        assert re.fullmatch(r"[a-z][a-z0-9-]*", e.name), f"{kind} '{name}': names are lower-case words joined by '-'"
+        assert e.dist and e.version, f"{kind} '{name}': the entry point has no package name or version"
+        assert e.status in ("ok", "shadowed"), f"{kind} '{name}' ({e.alias}) is {e.status}: {e.error}"
+    cls = reg.get(name)
+    module, _, attr = KINDS[kind][1].partition(":")
+    base = getattr(importlib.import_module(module), attr)
+    assert isinstance(cls, type) and issubclass(cls, base), f"{kind} '{name}' must subclass {base.__qualname__}"
+    assert (cls.__doc__ or "").strip(), f"{kind} '{name}': the class needs a docstring (it is shown in the docs)"
+    config = getattr(cls, "Config", None)
+    assert isinstance(config, type) and issubclass(config, ComponentConfig), (
+        f"{kind} '{name}': needs a nested Config subclassing seqvae.config.ComponentConfig"
+    )
+    config(kind=name, **config_example(config))
 
 
 def check_config_roundtrip(kind: str, name: str) -> None:
@@ -245,7 +275,8 @@ _CHECKS = {
 
 
 def check_component(kind: str, name: str) -> None:
-    """Run every check that applies to ``kind`` (config round trip included)."""
+    """Run every check that applies to ``kind`` (registry metadata and config round trip included)."""
+    check_registry_metadata(kind, name)
     check_config_roundtrip(kind, name)
     if kind in _CHECKS:
         torch.manual_seed(0)

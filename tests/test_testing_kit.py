@@ -51,3 +51,27 @@ def test_kit_rejects_a_step_that_disagrees_with_forward(fresh_registries):
     with pytest.raises(AssertionError, match="step\\(\\) differs"):
         check_decoder("drifting")
     torch.manual_seed(0)
+
+
+def test_kit_rejects_a_decoder_whose_beam_reorder_ignores_the_batch(fresh_registries):
+    class NoReorder(GRUDecoder):
+        def reorder_state(self, state, index):
+            return state
+
+    get_registry("decoder").register("noreorder", NoReorder)
+    with pytest.raises(AssertionError, match="reorder_state"):
+        check_decoder("noreorder")
+
+
+def test_kit_rejects_registry_metadata_problems(fresh_registries):
+    from seqvae.testing import check_registry_metadata
+
+    class Undocumented(GRUDecoder):
+        pass
+
+    Undocumented.__doc__ = None
+    get_registry("decoder").register("undocumented", Undocumented)
+    with pytest.raises(AssertionError, match="needs a docstring"):
+        check_registry_metadata("decoder", "undocumented")
+    with pytest.raises(AssertionError, match="not registered"):
+        check_registry_metadata("decoder", "nothing-here")
