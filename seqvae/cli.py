@@ -129,7 +129,7 @@ def bench(
     """Train and evaluate a grid of models and print the posterior-collapse metrics."""
     _setup_logging(verbose)
     try:
-        raw = _raw_config(config, list(sets or []), suite)
+        raw = _raw_config(config, [], suite)
         if dataset:
             raw.setdefault("data", {})["dataset"] = dataset
         if data_dir is not None:
@@ -143,7 +143,9 @@ def bench(
         axes = {"encoder": encoder, "decoder": decoder, "prior": prior, "schedule": schedule,
                 "regularizers": _regularizer_axis(regularizer) if regularizer else None, "strategy": strategy,
                 "seed": seed}
-        cells = expand_grid(raw, {k: v for k, v in axes.items() if v})
+        # --set applies last, to every cell, so it can reach into what the axes put there
+        # (``--regularizer word-dropout --set regularizers.0.rate=0.5``)
+        cells = [apply_overrides(c, list(sets or [])) for c in expand_grid(raw, {k: v for k, v in axes.items() if v})]
         configs = []
         for i, cell in enumerate(cells):
             source = str(config) if config is not None else "config"

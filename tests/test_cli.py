@@ -245,3 +245,15 @@ def test_eval_errors_exit_2(tmp_path):
     assert res.exit_code == 2 and "vocabulary" in res.output
     res = runner.invoke(app, ["eval", run, "--split", "dev"])
     assert res.exit_code == 2 and "--split must be" in res.output
+
+
+def test_set_overrides_reach_into_the_grid_axes():
+    """``--set`` applies after the axes: it can set a field of the regularizer an axis put in the cell."""
+    res = runner.invoke(app, ["bench", "--regularizer", "word-dropout", "--regularizer", "word-dropout+free-bits",
+                              "--set", "regularizers.0.rate=0.6", "--set", "train.max_steps=7", "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    cells = json.loads(res.stdout)
+    assert [c["regularizers"][0]["rate"] for c in cells] == [0.6, 0.6]
+    assert cells[1]["regularizers"][1]["kind"] == "free-bits" and all(c["train"]["max_steps"] == 7 for c in cells)
+    res = runner.invoke(app, ["bench", "--regularizer", "none", "--set", "regularizers.0.rate=0.6", "--dry-run"])
+    assert res.exit_code == 2 and "regularizers.0.rate=0.6" in res.output  # nothing to set: said, not ignored
