@@ -322,3 +322,12 @@ def _store() -> TokenStore:
     g = torch.Generator().manual_seed(0)
     return TokenStore.from_lists([torch.randint(4, 17, (int(n),), generator=g).tolist()
                                   for n in torch.randint(1, 7, (10,), generator=g)])
+
+
+@pytest.mark.parametrize(("patience", "ended"), [(1, 200), (2, 300), (3, None)])
+def test_aggressive_phase_ends_after_patience_falls_in_validation_mi(patience, ended):
+    strat = build_component("strategy", "aggressive", patience=patience)
+    for step, mi in [(0, 0.0), (100, 0.5), (200, 0.4), (300, 0.3), (400, 0.6)]:
+        if strat.active:
+            strat.record_mi(step, mi)
+    assert strat.ended_at == ended and strat.active == (ended is None)

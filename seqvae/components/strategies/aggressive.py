@@ -3,13 +3,14 @@
 While the aggressive phase lasts, every training step first updates the encoder alone, on fresh
 training batches, until the per-token loss stops falling; then the step updates everything except
 the encoder. The phase ends for good the first time the mutual information I(x;z) on the validation
-split falls between two checks (one check per epoch by default). Afterwards training is standard.
+split falls between two checks (one check per epoch by default; ``patience`` checks in a row with
+a lower MI when set above 1). Afterwards training is standard.
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Literal
 
 import torch
 from pydantic import Field
@@ -23,9 +24,10 @@ __all__ = ["AggressiveStrategy"]
 class AggressiveStrategy(Strategy):
     """He et al. 2019's loop. Their settings are the defaults (100 inner steps at most, windows of 15).
 
-    The encoder's inner updates use a separate Adam optimizer over the encoder's parameters (He et
-    al. use separate encoder and decoder optimizers too); the step's own update goes through the
-    main optimizer with the encoder's gradients dropped while the phase lasts. Inner steps draw
+    The encoder's inner updates use their own optimizer over the encoder's parameters: plain SGD
+    with learning rate 1.0 by default, as He et al. (whose encoder and decoder optimizers are both
+    SGD 1.0, gradient norm clipped at 5); the step's own update goes through the main optimizer with
+    the encoder's gradients dropped while the phase lasts. Inner steps draw
     batches from their own shuffled stream of the training split and do not count as steps (the
     schedule and ``max_steps`` see only the outer steps).
     """
@@ -39,7 +41,15 @@ class AggressiveStrategy(Strategy):
         check_every: int | None = Field(
             None, ge=1, description="Steps between validation-MI checks; None = one epoch of the training split.",
         )
-        encoder_lr: float | None = Field(None, gt=0, description="Learning rate of the inner updates; None = train.lr.")
+        patience: int = Field(
+            1, ge=1, description="Checks in a row with a lower validation MI that end the phase (He et al.: 1).",
+        )
+        encoder_optimizer: Literal["sgd", "adam"] = Field(
+            "sgd", description="Optimizer of the inner encoder updates: plain SGD as in He et al. 2019, or Adam.",
+        )
+        encoder_lr: float | None = Field(
+            None, gt=0, description="Learning rate of the inner updates; None = 1.0 for SGD (He et al.), train.lr for Adam.",
+        )
 
     def __init__(self, config: Config, ctx: BuildContext | None = None):
         super().__init__(config, ctx)
@@ -50,6 +60,7 @@ class AggressiveStrategy(Strategy):
         self._stream: Iterator[Batch] | None = None
         self._optimizer: torch.optim.Optimizer | None = None
         self._check_every = 1
+        self._falls = 0
 
     @classmethod
     def compatibility(cls, config: ComponentConfig, experiment: Any) -> str | None:
@@ -65,8 +76,11 @@ class AggressiveStrategy(Strategy):
         self._check_every = self.config.check_every or max(1, -(-len(train) // dm.batch_size))
         self._data = BucketedBatches(train, dm.corpus.vocab, dm.batch_size, dm.bucket_factor, dm.seed + 1)
         self._valid = eval_batches(dm.corpus.split("valid"), dm.corpus.vocab, dm.eval_batch_size)
-        lr = self.config.encoder_lr or system.cfg.train.lr
-        self._optimizer = torch.optim.Adam(system.model.encoder.parameters(), lr=lr)
+        params = system.model.encoder.parameters()
+        if self.config.encoder_optimizer == "sgd":
+            self._optimizer = torch.optim.SGD(params, lr=self.config.encoder_lr or 1.0)
+        else:
+            self._optimizer = torch.optim.Adam(params, lr=self.config.encoder_lr or system.cfg.train.lr)
         self.mi_history = [(0, self._validation_mi(system))]
 
     def _next_batch(self, device: torch.device) -> Batch:
@@ -83,12 +97,16 @@ class AggressiveStrategy(Strategy):
 
         return mutual_information(system.model, self._valid, seed=system.cfg.train.seed, device=system.device)
 
+    def record_mi(self, step: int, mi: float) -> None:
+        """Record a validation-MI check; end the phase after ``patience`` falls in a row."""
+        self._falls = self._falls + 1 if self.mi_history and mi < self.mi_history[-1][1] else 0
+        if self._falls >= self.config.patience:
+            self.active, self.ended_at = False, step
+        self.mi_history.append((step, mi))
+
     def before_step(self, system: Any, batch: Batch, step: int) -> None:
         if self.active and step > 0 and step % self._check_every == 0:
-            mi = self._validation_mi(system)
-            if mi < self.mi_history[-1][1]:
-                self.active, self.ended_at = False, step
-            self.mi_history.append((step, mi))
+            self.record_mi(step, self._validation_mi(system))
         if not self.active:
             return
         model, opt = system.model, self._optimizer
