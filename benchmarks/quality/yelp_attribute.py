@@ -166,7 +166,7 @@ def main(argv: list[str] | None = None) -> int:
     seconds = time.perf_counter() - start
     m = result["metrics"]
     lines = [
-        "# Attribute vectors on Yelp sentiment",
+        "### Measured",
         "",
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {torch.get_num_threads()} CPU threads, "
         f"written by `benchmarks/quality/yelp_attribute.py` (command: `python benchmarks/quality/yelp_attribute.py "
