@@ -213,12 +213,16 @@ def run_experiment(
     cache_dir: str | Path | None = None,
     progress: bool = False,
     corpus: Corpus | None = None,
+    reuse_training: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` with Lightning, evaluate it, and write the run folder.
 
     The folder receives ``config.json`` (resolved config), ``logs/metrics.csv`` (training curves),
-    ``checkpoint.pt`` and ``result.json`` (metrics, provenance, timings). ``corpus`` skips loading the
-    data set (a grid passes the one it loaded for all its cells).
+    ``checkpoint.pt`` and ``trained.json`` (written as soon as training ends), and ``result.json``
+    (metrics, provenance, timings). ``corpus`` skips loading the data set (a grid passes the one it
+    loaded for all its cells). With ``reuse_training``, a folder whose training of this same config
+    finished (``trained.json`` + checkpoint) is only evaluated: a long evaluation that was
+    interrupted does not cost the training again.
 
     Returns:
         The ``result.json`` content.
@@ -226,11 +230,45 @@ def run_experiment(
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     quiet_lightning(verbose=log.isEnabledFor(logging.DEBUG))
-    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
     t = cfg.train
-    L.seed_everything(t.seed, workers=True, verbose=False)
     if corpus is None:
         corpus = load_corpus(cfg.data.dataset, cache_dir)
+    trained = _finished_training(run_dir, cfg) if reuse_training else None
+    if trained is not None:
+        log.info("%s: training already finished; evaluating the saved checkpoint", run_dir)
+        model, _, _ = load_checkpoint(run_dir / "checkpoint.pt")
+        device = torch.device("cuda" if t.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
+        model.to(device)
+    else:
+        (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        model, trained, device = _train(cfg, run_dir, corpus, progress)
+    evaluated = evaluate_run(model, cfg, corpus, device=device)
+    metrics = evaluated["metrics"]
+    result = {
+        **cfg.component_names(),
+        "seed": t.seed,
+        "split": cfg.eval.split,
+        "metrics": metrics,
+        "collapsed": metrics["collapsed"],
+        "components": component_provenance(cfg),
+        "run_dir": str(run_dir),
+        **trained,
+        "eval_seconds": evaluated["eval_seconds"],
+        "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
+                 if k in corpus.info},
+        "versions": _versions(),
+        "command": sys.argv,
+        "status": "ok",
+    }
+    result["plots"] = write_plots(run_dir, model, cfg, corpus)
+    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    return result
+
+
+def _train(cfg: ExperimentConfig, run_dir: Path, corpus: Corpus, progress: bool) -> tuple[SequenceVAE, dict, Any]:
+    """Fit ``cfg`` with Lightning; save the checkpoint and ``trained.json``. Returns (model, trained, device)."""
+    t = cfg.train
+    L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, corpus.vocab)
     system = VAESystem(model, cfg)
     dm = TextDataModule(corpus, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.bucket_factor, t.seed)
@@ -261,30 +299,28 @@ def run_experiment(
     train_s = time.perf_counter() - start
     tokens = int(system.tokens_seen)
     save_checkpoint(run_dir / "checkpoint.pt", model, cfg, corpus.vocab.to_list())
-    evaluated = evaluate_run(model, cfg, corpus, device=system.device)
-    metrics = evaluated["metrics"]
-    result = {
-        **cfg.component_names(),
-        "seed": t.seed,
-        "split": cfg.eval.split,
-        "metrics": metrics,
-        "collapsed": metrics["collapsed"],
-        "components": component_provenance(cfg),
-        "run_dir": str(run_dir),
+    trained = {
         "steps": int(trainer.global_step),
         "train_seconds": round(train_s, 3),
-        "eval_seconds": evaluated["eval_seconds"],
-        "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
-                 if k in corpus.info},
         "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
         "strategy_state": system.strategy.state(),
-        "versions": _versions(),
-        "command": sys.argv,
-        "status": "ok",
     }
-    result["plots"] = write_plots(run_dir, model, cfg, corpus)
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
-    return result
+    tmp = run_dir / "trained.json.tmp"
+    tmp.write_text(json.dumps({"config": cfg.model_dump(mode="json"), **trained}, indent=2))
+    tmp.replace(run_dir / "trained.json")
+    return model, trained, system.device
+
+
+def _finished_training(run_dir: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
+    """``trained.json`` (less its config) when ``run_dir`` holds a finished training of ``cfg``."""
+    from seqvae.config import validate_experiment
+
+    try:
+        data = json.loads((run_dir / "trained.json").read_text())
+        same = validate_experiment(data.pop("config")).model_dump(mode="json") == cfg.model_dump(mode="json")
+    except (OSError, ValueError, KeyError):
+        return None
+    return data if same and (run_dir / "checkpoint.pt").exists() else None
 
 
 def write_plots(run_dir: Path, model: SequenceVAE, cfg: ExperimentConfig, corpus: Corpus) -> list[str]:

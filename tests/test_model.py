@@ -192,3 +192,22 @@ def test_half_a_language_model_is_a_config_error(encoder, prior):
 
     with pytest.raises(ConfigError, match="language-model baseline needs both 'none'"):
         validate_experiment({"encoder": encoder, "prior": prior})
+
+
+def test_an_interrupted_evaluation_reuses_the_finished_training(tmp_path):
+    """``reuse_training``: a folder whose training finished (trained.json + checkpoint) is only evaluated."""
+    from seqvae.training import run_experiment
+
+    cfg = validate_experiment({**TINY, "data": {"dataset": {"kind": "synthetic", "n_sentences": 120, "n_train": 80,
+                                                            "n_valid": 20, "vocab_size": 20, "length": 4}},
+                               "train": {"max_steps": 6}, "eval": {"iw_samples": 3}})
+    first = run_experiment(cfg, tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    (tmp_path / "run" / "result.json").unlink()  # as if killed during the evaluation
+    again = run_experiment(cfg, tmp_path / "run", reuse_training=True)
+    assert ckpt.stat().st_mtime_ns == stamp  # not trained again
+    assert again["train_seconds"] == first["train_seconds"] and again["metrics"] == first["metrics"]
+    other = validate_experiment({**cfg.model_dump(mode="json"), "train": {"max_steps": 7}})
+    run_experiment(other, tmp_path / "run", reuse_training=True)
+    assert ckpt.stat().st_mtime_ns != stamp  # another config: trained
