@@ -62,6 +62,12 @@ def batch_mutual_information(posterior: Posterior, z: Tensor) -> Tensor:
     return neg_entropy - log_qz.mean()
 
 
+def _mi_sum(post: Posterior, z: Tensor, mi_batch_size: int) -> Tensor:
+    """Sum over the sentences of a batch (``z: b d``) of the batch-mixture MI, in groups of ``mi_batch_size``."""
+    idx = torch.arange(z.shape[0], device=z.device)
+    return sum(batch_mutual_information(post.select(i), z[i]).double() * len(i) for i in idx.split(mi_batch_size))
+
+
 @torch.no_grad()
 def mutual_information(
     model: SequenceVAE,
@@ -83,8 +89,7 @@ def mutual_information(
     for batch in batches:
         post = model.encode(batch.to(device))
         z = post.rsample(generator=g)
-        for idx in torch.split(torch.arange(batch.size, device=device), mi_batch_size):
-            total += float(batch_mutual_information(post.select(idx), z[idx])) * len(idx)
+        total += float(_mi_sum(post, z, mi_batch_size))
         n += batch.size
     model.train(was_training)
     return total / max(n, 1)
@@ -171,8 +176,7 @@ def evaluate(
             iw_sum -= iw_log_likelihood(model, batch, iw_samples, generator=g, posterior=post).double().sum()
         kl_sum += kl_dim.double().sum()
         kl_dim_sum = kl_dim.double().sum(0) if kl_dim_sum is None else kl_dim_sum + kl_dim.double().sum(0)
-        for idx in torch.split(torch.arange(batch.size, device=device), mi_batch_size):
-            mi_sum += batch_mutual_information(post.select(idx), z[idx]).double() * len(idx)
+        mi_sum += _mi_sum(post, z, mi_batch_size)
         means.append(post.mean.float().cpu())
         n += batch.size
         tokens += int(batch.lengths.sum())

@@ -9,6 +9,20 @@ from typing import Any
 
 __all__ = ["SUITES", "suite_config"]
 
+def _file_suite(dataset: str, stem: str, *, embed: int, hidden: int, eval_batch: int) -> dict[str, Any]:
+    """A corpus read from ``<stem>.{train,valid,test}.txt`` in ``--data-dir`` with the one-layer LSTM
+    VAE of He et al. / Li et al. (latent 32, decoder dropout 0.5 in and out, batch 32, 31,250 steps)."""
+    files = {split: f"{stem}.{split}.txt" for split in ("train", "valid", "test")}
+    return {
+        "data": {"dataset": {"kind": dataset, **files}, "batch_size": 32, "eval_batch_size": eval_batch},
+        "model": {"latent_dim": 32, "embed_dim": embed, "hidden_size": hidden},
+        "encoder": {"kind": "lstm"},
+        "decoder": {"kind": "lstm", "embed_dropout": 0.5, "output_dropout": 0.5},
+        "train": {"max_steps": 31_250, "lr": 1e-3, "grad_clip": 5.0},
+        "eval": {"split": "test"},
+    }
+
+
 SUITES: dict[str, dict[str, Any]] = {
     # He et al. 2019's synthetic setting (their config_synthetic.py): latent 2, embedding 50, LSTM 50
     # (encoder and decoder), decoder dropout 0.5 on the input embeddings and the output.
@@ -37,39 +51,15 @@ SUITES: dict[str, dict[str, Any]] = {
     # as He et al. 2019 ship it: yahoo.{train,valid,test}.txt, one document per line. He et al.'s
     # sizes: embedding 512, LSTM 1024/1024, latent 32, decoder embedding and output dropout 0.5, batch 32.
     # Budget: 31,250 steps = 10 epochs (He et al. train up to 100 epochs with SGD and lr decay).
-    "yahoo": {
-        "data": {"dataset": {"kind": "text", "train": "yahoo.train.txt", "valid": "yahoo.valid.txt",
-                             "test": "yahoo.test.txt"}, "batch_size": 32, "eval_batch_size": 32},
-        "model": {"latent_dim": 32, "embed_dim": 512, "hidden_size": 1024},
-        "encoder": {"kind": "lstm"},
-        "decoder": {"kind": "lstm", "embed_dropout": 0.5, "output_dropout": 0.5},
-        "train": {"max_steps": 31_250, "lr": 1e-3, "grad_clip": 5.0},
-        "eval": {"split": "test"},
-    },
+    "yahoo": _file_suite("text", "yahoo", embed=512, hidden=1024, eval_batch=32),
     # Yelp reviews, Yang et al. 2017's split (100k/10k/10k, 20k vocabulary) as He et al. 2019 ship it:
     # yelp.{train,valid,test}.txt with a rating label per line (LABEL<TAB>text). Sizes and budget as yahoo.
-    "yelp": {
-        "data": {"dataset": {"kind": "labeled-text", "train": "yelp.train.txt", "valid": "yelp.valid.txt",
-                             "test": "yelp.test.txt"}, "batch_size": 32, "eval_batch_size": 32},
-        "model": {"latent_dim": 32, "embed_dim": 512, "hidden_size": 1024},
-        "encoder": {"kind": "lstm"},
-        "decoder": {"kind": "lstm", "embed_dropout": 0.5, "output_dropout": 0.5},
-        "train": {"max_steps": 31_250, "lr": 1e-3, "grad_clip": 5.0},
-        "eval": {"split": "test"},
-    },
+    "yelp": _file_suite("labeled-text", "yelp", embed=512, hidden=1024, eval_batch=32),
     # SNLI sentences, Li et al. 2019's split: snli.{train,valid,test}.txt (tokenised, lower-cased,
     # `<unk>` for rare words). Li et al.'s config: embedding 128, LSTM 512/512, latent 32, decoder
     # dropout 0.5 in and out, batch 32. Budget: 31,250 steps, as yahoo and yelp.
     # Without the train file, `--set data.dataset.train=snli.valid.txt` trains on valid (as the tests do).
-    "snli": {
-        "data": {"dataset": {"kind": "text", "train": "snli.train.txt", "valid": "snli.valid.txt",
-                             "test": "snli.test.txt"}, "batch_size": 32, "eval_batch_size": 64},
-        "model": {"latent_dim": 32, "embed_dim": 128, "hidden_size": 512},
-        "encoder": {"kind": "lstm"},
-        "decoder": {"kind": "lstm", "embed_dropout": 0.5, "output_dropout": 0.5},
-        "train": {"max_steps": 31_250, "lr": 1e-3, "grad_clip": 5.0},
-        "eval": {"split": "test"},
-    },
+    "snli": _file_suite("text", "snli", embed=128, hidden=512, eval_batch=64),
 }
 
 
