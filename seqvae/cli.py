@@ -41,7 +41,9 @@ OUTPUT = "Output"
 
 
 def _fail(message: str, code: int = 2) -> None:
-    err.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
@@ -120,6 +122,8 @@ def bench(
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. decoder.num_layers=2.", rich_help_panel=TRAINING)] = None,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/bench-<time>).", rich_help_panel=OUTPUT)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an output folder that holds results.", rich_help_panel=OUTPUT)] = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the bench in this folder: finished cells are kept, unfinished ones resume.", rich_help_panel=OUTPUT)] = None,
+    rerun: Annotated[Optional[Path], typer.Option("--rerun", help="Run a run folder's config again (into --out) and compare the metrics.", rich_help_panel=OUTPUT)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON array.", rich_help_panel=OUTPUT)] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the grid, run nothing.", rich_help_panel=OUTPUT)] = False,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data ($SEQVAE_CACHE).", rich_help_panel=OUTPUT)] = None,
@@ -128,6 +132,22 @@ def bench(
 ) -> None:
     """Train and evaluate a grid of models and print the posterior-collapse metrics."""
     _setup_logging(verbose)
+    given = [flag for flag, v in (("--encoder", encoder), ("--decoder", decoder), ("--prior", prior),
+                                  ("--schedule", schedule), ("--regularizer", regularizer), ("--strategy", strategy),
+                                  ("--seed", seed), ("--dataset", dataset), ("--data-dir", data_dir),
+                                  ("--max-steps", max_steps), ("--iw-samples", iw_samples), ("--config", config),
+                                  ("--set", sets)) if v]
+    if resume is not None or rerun is not None:
+        if resume is not None and rerun is not None:
+            _fail("--resume and --rerun exclude each other")
+        if given:
+            what = "--resume takes the grid stored in its folder" if resume else "--rerun takes the run's own config"
+            _fail(f"{what}; drop {', '.join(given)}")
+        if resume is not None:
+            _resume_bench(resume, cache_dir, progress, as_json, suite)
+        else:
+            _rerun(rerun, out_dir, overwrite, cache_dir, progress, as_json)
+        return
     try:
         raw = _raw_config(config, [], suite)
         if dataset:
@@ -164,24 +184,92 @@ def bench(
                 out.print(cell_name(i, c))
         raise typer.Exit(0)
     out_dir = out_dir or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
-    results = out_dir / "results.jsonl"
-    if results.exists() and not overwrite:
-        _fail(f"{out_dir}: already holds results.jsonl from another bench; pass --overwrite or pick --out")
+    if ((out_dir / "results.jsonl").exists() or (out_dir / "grid.json").exists()) and not overwrite:
+        _fail(f"{out_dir}: already holds another bench; continue it with --resume {out_dir}, "
+              "or pass --overwrite, or pick --out")
     corpora = _load_corpora(configs, cache_dir)  # bad corpus input stops here, before any training
-    results.unlink(missing_ok=True)
     log.info("running %d cell(s) into %s", len(configs), out_dir)
     rows = run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpora=corpora)
+    _report_grid(rows, f"seqvae bench ({suite}) -> {out_dir}", as_json)
+
+
+def _report_grid(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
+    """Print the grid's rows (table or JSON); exit 1 when a cell failed."""
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
     else:
         from seqvae.bench.report import results_table
 
-        out.print(results_table(rows, title=f"seqvae bench ({suite}) -> {out_dir}"))
+        out.print(results_table(rows, title=title))
         rule = next((r["metrics"]["collapse_rule"] for r in rows if r.get("metrics")), None)
         if rule:
             out.print(f"Collapse verdict: {rule}.")
     if any(r["status"] != "ok" for r in rows):
         raise typer.Exit(1)
+
+
+def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[bool], as_json: bool, suite: str) -> None:
+    """``seqvae bench --resume OUT_DIR``: the stored grid again; finished cells kept, the others resumed."""
+    from seqvae.bench.runner import read_grid, run_grid
+
+    try:
+        configs = read_grid(out_dir)
+    except ConfigError as exc:
+        _fail(str(exc))
+    corpora = _load_corpora(configs, cache_dir)
+    log.info("resuming %d cell(s) in %s", len(configs), out_dir)
+    rows = run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpora=corpora,
+                    resume=True)
+    _report_grid(rows, f"seqvae bench --resume {out_dir}", as_json)
+
+
+def _rerun(run_dir: Path, out_dir: Optional[Path], overwrite: bool, cache_dir: Optional[Path],
+           progress: Optional[bool], as_json: bool) -> None:
+    """``seqvae bench --rerun RUN_DIR``: train the stored config again and compare every metric."""
+    from seqvae.training import run_experiment
+
+    try:
+        original = json.loads((run_dir / "result.json").read_text())
+        cfg = validate_experiment(json.loads((run_dir / "config.json").read_text()),
+                                  source=f"{run_dir / 'config.json'}")
+    except (OSError, ValueError) as exc:  # ConfigError included
+        _fail(f"{run_dir}: not a finished seqvae run ({exc})" if not isinstance(exc, ConfigError) else str(exc))
+    target = out_dir or run_dir.with_name(run_dir.name + "-rerun")
+    if target.resolve() == run_dir.resolve():
+        _fail(f"--out {target}: the rerun needs its own folder, not the original's")
+    if (target / "config.json").exists() and not overwrite:
+        _fail(f"{target}: already holds a run; pass --overwrite or pick --out")
+    (corpus,) = _load_corpora([cfg], cache_dir).values()
+    again = run_experiment(cfg, target, cache_dir=cache_dir, progress=_progress_wanted(progress), corpus=corpus)
+    diffs = compare_metrics(original.get("metrics") or {}, again["metrics"])
+    report = {"original": str(run_dir), "rerun": str(target), "reproduced": not diffs, "differences": diffs}
+    if as_json:
+        sys.stdout.write(json.dumps(report) + "\n")
+    elif diffs:
+        out.print(f"{target} differs from {run_dir}:")
+        for d in diffs:
+            out.print(f"  {d['metric']}: {d['original']} -> {d['rerun']}")
+    else:
+        n = sum(1 for v in again["metrics"].values() if isinstance(v, (int, float)))
+        out.print(f"reproduced: all {n} numeric metrics of {run_dir} are equal in {target}")
+    if diffs:
+        raise typer.Exit(1)
+
+
+def compare_metrics(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-9) -> list[dict[str, Any]]:
+    """The metrics whose values differ between two ``result.json`` metric dicts (numbers within ``rel``)."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+            same = abs(x - y) <= rel * max(1.0, abs(x), abs(y))
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            same = not compare_metrics(dict(enumerate(x)), dict(enumerate(y)), rel)
+        else:
+            same = x == y
+        if not same:
+            diffs.append({"metric": key, "original": x, "rerun": y})
+    return diffs
 
 
 def _set_data_dir(raw: dict[str, Any], data_dir: Path) -> None:
@@ -209,24 +297,38 @@ def train(
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON experiment config.")] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. decoder.num_layers=2.")] = None,
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/train"),
-    overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse a run folder that holds a result.")] = False,
+    overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh in a run folder that holds a run.")] = False,
+    resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the interrupted run in this folder (its own config).")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress")] = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
-    """Train and evaluate one model from a config file."""
+    """Train and evaluate one model from a config file (or continue an interrupted run with --resume)."""
     _setup_logging(verbose)
+    if resume is not None:
+        if config is not None or sets:
+            _fail("--resume continues the run with its own config.json; drop --config/--set")
+        stored = resume / "config.json"
+        if not stored.exists():
+            _fail(f"{resume}: no config.json; is it a seqvae run folder?")
+        config, out_dir = stored, resume
     try:
         cfg = validate_experiment(_raw_config(config, list(sets or []), None), source=str(config or "config"))
     except ConfigError as exc:
         _fail(str(exc))
-    if (out_dir / "result.json").exists() and not overwrite:
-        _fail(f"{out_dir}: already holds a finished run; pass --overwrite or pick --out")
-    from seqvae.training import run_experiment
+    if resume is None and (out_dir / "config.json").exists() and not overwrite:
+        state = "a finished run" if (out_dir / "result.json").exists() else \
+            f"an unfinished run (continue it with --resume {out_dir})"
+        _fail(f"{out_dir}: already holds {state}; pass --overwrite or pick --out")
+    from seqvae.training import ResumeError, run_experiment
 
     (corpus,) = _load_corpora([cfg], cache_dir).values()
-    result = run_experiment(cfg, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpus=corpus)
+    try:
+        result = run_experiment(cfg, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpus=corpus,
+                                resume=resume is not None)
+    except ResumeError as exc:
+        _fail(f"{exc}; to start afresh: seqvae train --config {out_dir / 'config.json'} --out {out_dir} --overwrite")
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

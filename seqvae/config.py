@@ -132,6 +132,12 @@ class TrainConfig(_Strict):
     val_every: int | None = Field(
         None, ge=1, description="Validate (-ELBO on the valid split) every N steps; None = at the end."
     )
+    checkpoint_every: int | None = Field(
+        500, ge=1, description="Write the resumable training state (resume.ckpt) every N steps; None = never."
+    )
+    deterministic: bool = Field(
+        True, description="Deterministic algorithms (same config + seed = same numbers on one machine)."
+    )
 
 
 class EvalConfig(_Strict):
@@ -213,7 +219,7 @@ class ExperimentConfig(_Strict):
 
 
 def format_validation_error(err: ValidationError, source: str = "config") -> str:
-    """One message listing every error as ``path: problem (got value)``."""
+    """``source: path: problem (got value)`` for one error; a header and a line per error for several."""
     lines = [f"Invalid {source}: {err.error_count()} error(s)"]
     for e in err.errors(include_url=False):
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
@@ -223,6 +229,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
         elif e["type"] == "extra_forbidden":
             got = " (unknown field)"
         lines.append(f"  {path}: {e['msg']}{got}")
+    if len(lines) == 2:
+        return f"Invalid {source}: {lines[1].strip()}"
     return "\n".join(lines)
 
 

@@ -393,3 +393,14 @@ class Strategy(_Component):
     def state(self) -> dict[str, Any]:
         """What the strategy did, recorded in ``result.json`` (e.g. when a phase ended). Default: empty."""
         return {}
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything a resumed run needs to continue exactly (tensors and plain types only).
+
+        Saved in the resumable checkpoint; :meth:`load_state_dict` gets it back after
+        :meth:`on_train_start` of the resumed run. Default: empty (a stateless strategy).
+        """
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what :meth:`state_dict` returned. Default: nothing."""

@@ -32,6 +32,7 @@ from typing import Any
 
 __all__ = [
     "KINDS",
+    "installed_plugins",
     "AmbiguousComponentError",
     "EntryInfo",
     "PluginLoadError",
@@ -383,6 +384,19 @@ def get_registry(kind: str) -> Registry:
     if kind not in _REGISTRIES:
         _REGISTRIES[kind] = Registry(kind)
     return _REGISTRIES[kind]
+
+
+def installed_plugins() -> dict[str, str]:
+    """``{package: version}`` of every installed package, other than seqvae, that registers components.
+
+    Recorded in each run's ``result.json`` so a number can be traced to the exact plugin versions.
+    """
+    found: dict[str, str] = {}
+    for kind in KINDS:
+        for entry in get_registry(kind).entries():
+            if not entry.builtin and entry.dist != "<in-process>":
+                found[entry.dist] = entry.version
+    return dict(sorted(found.items()))
 
 
 def refresh() -> None:

@@ -23,9 +23,13 @@ from seqvae.data.datamodule import TextDataModule, eval_batches
 from seqvae.interfaces import Batch, Strategy
 from seqvae.metrics import evaluate
 from seqvae.model import SequenceVAE
-from seqvae.registry import get_registry
+from seqvae.registry import get_registry, installed_plugins
 
 __all__ = [
+    "RESUME_FILE",
+    "NonFiniteLossError",
+    "ResumeCheckpoint",
+    "ResumeError",
     "VAESystem",
     "build_strategy",
     "default_cache_dir",
@@ -39,6 +43,42 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 CHECKPOINT_FORMAT = "seqvae-checkpoint/1"
+RESUME_FILE = "resume.ckpt"
+
+
+class ResumeError(ValueError):
+    """A run folder's ``resume.ckpt`` cannot be used (unreadable, or not a training checkpoint)."""
+
+
+class NonFiniteLossError(RuntimeError):
+    """The training loss became NaN or infinite; the message names the step and the last finite values."""
+
+
+def _rng_state() -> dict[str, Any]:
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    # plain types and tensors only, so the checkpoint loads with ``weights_only=True``
+    state = {"torch": torch.get_rng_state(), "python": random.getstate(),
+             "numpy": (name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached)}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict[str, Any]) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(state["torch"])
+    random.setstate(state["python"])
+    name, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
 
 
 def quiet_lightning(verbose: bool = False) -> None:
@@ -67,6 +107,11 @@ class VAESystem(L.LightningModule):
         self.model, self.cfg = model, cfg
         self.strategy = strategy or build_strategy(cfg, model)
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=False)
+        self.train_seconds_before = 0.0  # training time spent before a resume
+        self._started = time.perf_counter()
+        self._restored: dict[str, Any] | None = None
+        self._last_finite: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._train_rng: torch.Tensor | None = None
 
     def forward(self, batch: Batch):
         step, total = self.global_step, self.cfg.train.max_steps
@@ -74,7 +119,41 @@ class VAESystem(L.LightningModule):
         return self.model(batch, step=step, total_steps=total, beta=beta)
 
     def on_train_start(self) -> None:
+        self._started = time.perf_counter()
         self.strategy.on_train_start(self)
+        if self._restored is not None:  # resumed: the strategy's state and every RNG as they were saved
+            self.strategy.load_state_dict(self._restored["strategy"])
+            self.tokens_seen.fill_(self._restored["tokens_seen"])
+            self.train_seconds_before = self._restored["train_seconds"]
+            _set_rng_state(self._restored["rng"])
+            self._restored = None
+
+    def train_seconds(self) -> float:
+        """Seconds spent training, summed over the resumes of this run."""
+        return self.train_seconds_before + time.perf_counter() - self._started
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        checkpoint["seqvae"] = {
+            "config": self.cfg.model_dump(mode="json"),
+            "strategy": self.strategy.state_dict(),
+            "tokens_seen": int(self.tokens_seen),
+            "train_seconds": self.train_seconds(),
+            "rng": _rng_state(),
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        self._restored = checkpoint["seqvae"]
+
+    def on_validation_epoch_start(self) -> None:
+        # validation draws its own, fixed noise and leaves the training RNG stream as it was, so the
+        # validation schedule (or a resume that skips one validation) cannot change the training run
+        self._train_rng = torch.get_rng_state()
+        torch.manual_seed(self.cfg.train.seed)
+
+    def on_validation_epoch_end(self) -> None:
+        if self._train_rng is not None:
+            torch.set_rng_state(self._train_rng)
+            self._train_rng = None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.strategy.before_optimizer_step(self, self.global_step)
@@ -82,6 +161,7 @@ class VAESystem(L.LightningModule):
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         self.strategy.before_step(self, batch, self.global_step)
         out = self(batch)
+        self._check_finite(out)
         self.tokens_seen += batch.lengths.sum()
         self.log_dict(
             {f"train/{k}": v.detach() for k, v in out.terms.items()}, on_step=True, on_epoch=False,
@@ -89,6 +169,23 @@ class VAESystem(L.LightningModule):
         )
         self.log("train/beta", out.beta, on_step=True, on_epoch=False, batch_size=batch.size)
         return out.loss
+
+    def _check_finite(self, out: Any) -> None:
+        """Stop the run at the first NaN/inf loss, naming the step and the last finite terms."""
+        step = self.global_step
+        if bool(torch.isfinite(out.loss)):
+            self._last_finite = (step, {k: v.detach() for k, v in out.terms.items()})
+            return
+        terms = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in out.terms.items())
+        if self._last_finite is None:
+            before = "no finite loss before it"
+        else:
+            last_step, last = self._last_finite
+            before = f"last finite at step {last_step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in last.items())
+        raise NonFiniteLossError(
+            f"the training loss is {float(out.loss.detach())} at step {step} ({terms}); {before}. "
+            "Lower train.lr or set train.grad_clip"
+        )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
         post = self.model.encode(batch)
@@ -141,7 +238,8 @@ def load_checkpoint(path: str | Path) -> tuple[SequenceVAE, ExperimentConfig, An
     except FileNotFoundError:
         raise ValueError(f"{path}: checkpoint not found") from None
     except Exception as exc:
-        raise ValueError(f"{path}: not a readable seqvae checkpoint ({type(exc).__name__}: {exc})") from None
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ValueError(f"{path}: not a readable seqvae checkpoint ({type(exc).__name__}: {first})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a seqvae checkpoint (expected format {CHECKPOINT_FORMAT})")
     try:
@@ -159,7 +257,7 @@ def load_checkpoint(path: str | Path) -> tuple[SequenceVAE, ExperimentConfig, An
 
 
 def _missing_providers(components: dict[str, str]) -> str:
-    """``\n  decoder 'x' came from pkg==1.0: install it`` for each stored component not installed now."""
+    """``; decoder 'x' came from pkg==1.0: install that package ...`` for each stored component not installed now."""
     from seqvae.registry import RegistryError
 
     lines = []
@@ -168,7 +266,7 @@ def _missing_providers(components: dict[str, str]) -> str:
         try:
             get_registry(kind).get(name)
         except (RegistryError, ValueError):
-            lines.append(f"\n  {kind} '{name}' came from {provider}: install that package to load this checkpoint")
+            lines.append(f"; {kind} '{name}' came from {provider}: install that package to load this checkpoint")
     return "".join(lines)
 
 
@@ -213,16 +311,20 @@ def run_experiment(
     cache_dir: str | Path | None = None,
     progress: bool = False,
     corpus: Corpus | None = None,
-    reuse_training: bool = False,
+    resume: bool = False,
 ) -> dict[str, Any]:
     """Train ``cfg`` with Lightning, evaluate it, and write the run folder.
 
     The folder receives ``config.json`` (resolved config), ``logs/metrics.csv`` (training curves),
-    ``checkpoint.pt`` and ``trained.json`` (written as soon as training ends), and ``result.json``
-    (metrics, provenance, timings). ``corpus`` skips loading the data set (a grid passes the one it
-    loaded for all its cells). With ``reuse_training``, a folder whose training of this same config
-    finished (``trained.json`` + checkpoint) is only evaluated: a long evaluation that was
-    interrupted does not cost the training again.
+    ``resume.ckpt`` (every ``train.checkpoint_every`` steps while training, written atomically),
+    ``checkpoint.pt`` and ``trained.json`` (as soon as training ends), and ``result.json`` (metrics,
+    provenance, timings). ``corpus`` skips loading the data set (a grid passes the one it loaded for
+    all its cells).
+
+    With ``resume``, the folder's own progress on this same config is used: a finished training
+    (``trained.json`` + ``checkpoint.pt``) is only evaluated, and an interrupted one continues from
+    ``resume.ckpt`` with its step, optimizer, strategy, RNG states and data order restored, so it
+    ends with the metrics an uninterrupted run would have. A folder holding another config starts over.
 
     Returns:
         The ``result.json`` content.
@@ -233,15 +335,23 @@ def run_experiment(
     t = cfg.train
     if corpus is None:
         corpus = load_corpus(cfg.data.dataset, cache_dir)
-    trained = _finished_training(run_dir, cfg) if reuse_training else None
+    trained = _finished_training(run_dir, cfg) if resume else None
     if trained is not None:
         log.info("%s: training already finished; evaluating the saved checkpoint", run_dir)
         model, _, _ = load_checkpoint(run_dir / "checkpoint.pt")
         device = torch.device("cuda" if t.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
         model.to(device)
     else:
-        (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
-        model, trained, device = _train(cfg, run_dir, corpus, progress)
+        ckpt = run_dir / RESUME_FILE
+        if not (resume and ckpt.exists() and _same_config(run_dir, cfg)):
+            for stale in (ckpt, run_dir / "trained.json", run_dir / "result.json", run_dir / "logs" / "metrics.csv",
+                          run_dir / "logs" / PREVIOUS_METRICS):
+                stale.unlink(missing_ok=True)
+            ckpt = None
+            (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+        else:
+            log.info("%s: resuming the interrupted training from %s", run_dir, ckpt.name)
+        model, trained, device = _train(cfg, run_dir, corpus, progress, ckpt)
     evaluated = evaluate_run(model, cfg, corpus, device=device)
     metrics = evaluated["metrics"]
     result = {
@@ -257,22 +367,121 @@ def run_experiment(
         "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
                  if k in corpus.info},
         "versions": _versions(),
+        "plugins": installed_plugins(),
         "command": sys.argv,
         "status": "ok",
     }
     result["plots"] = write_plots(run_dir, model, cfg, corpus)
-    (run_dir / "result.json").write_text(json.dumps(result, indent=2))
+    tmp = run_dir / "result.json.tmp"
+    tmp.write_text(json.dumps(result, indent=2))
+    tmp.replace(run_dir / "result.json")
     return result
 
 
-def _train(cfg: ExperimentConfig, run_dir: Path, corpus: Corpus, progress: bool) -> tuple[SequenceVAE, dict, Any]:
-    """Fit ``cfg`` with Lightning; save the checkpoint and ``trained.json``. Returns (model, trained, device)."""
+PREVIOUS_METRICS = "metrics.before-resume.csv"
+
+
+class ResumeCheckpoint(L.Callback):
+    """Writes the full training state to ``path`` every ``every`` steps, atomically (temp file + rename).
+
+    A kill at any moment leaves either the previous complete checkpoint or the new one, never a torn file.
+    """
+
+    def __init__(self, path: Path, every: int):
+        self.path, self.every = Path(path), every
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        if step % self.every == 0 and step < (trainer.max_steps or 0):
+            tmp = self.path.with_name(self.path.name + ".tmp")
+            trainer.save_checkpoint(tmp)
+            tmp.replace(self.path)
+
+
+def _checkpoint_step(path: Path) -> int:
+    """The global step stored in a Lightning checkpoint (loaded without executing code)."""
+    try:
+        return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
+    except Exception as exc:
+        first = (str(exc).strip().splitlines() or [""])[0]
+        raise ResumeError(f"{path}: not a readable resume checkpoint ({type(exc).__name__}: {first})") from None
+
+
+def _same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
+    """Whether ``run_dir/config.json`` is ``cfg`` (validated again with today's defaults)."""
+    from seqvae.config import validate_experiment
+
+    try:
+        stored = validate_experiment(json.loads((run_dir / "config.json").read_text()))
+    except (OSError, ValueError, ConfigError):
+        return False
+    return stored.model_dump(mode="json") == cfg.model_dump(mode="json")
+
+
+def _keep_metrics_before(logs: Path, step: int) -> None:
+    """Before a resume at ``step``: keep the logged rows of the steps before it in ``PREVIOUS_METRICS``.
+
+    Lightning's CSV logger starts ``metrics.csv`` afresh; rows logged after the checkpoint (the
+    resumed run logs them again) are dropped. Repeated resumes keep accumulating.
+    """
+    import csv
+
+    rows: list[dict[str, str]] = []
+    for name in (PREVIOUS_METRICS, "metrics.csv"):
+        f = logs / name
+        if f.exists():
+            with open(f, newline="", encoding="utf-8") as fh:
+                rows += [r for r in csv.DictReader(fh) if r.get("step") and int(float(r["step"])) < step]
+    _write_rows(logs / PREVIOUS_METRICS, rows)
+    (logs / "metrics.csv").unlink(missing_ok=True)
+
+
+def _write_rows(path: Path, rows: list[dict[str, str]]) -> None:
+    import csv
+
+    keys: list[str] = []
+    for r in rows:
+        keys += [k for k in r if k not in keys]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="", encoding="utf-8") as fh:
+        writer = csv.DictWriter(fh, fieldnames=keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    tmp.replace(path)
+
+
+def _join_metrics(logs: Path) -> None:
+    """After a resumed training: ``metrics.csv`` = the rows kept from before the resume + the new ones."""
+    import csv
+
+    before = logs / PREVIOUS_METRICS
+    if not before.exists():
+        return
+    rows = []
+    for f in (before, logs / "metrics.csv"):
+        if f.exists():
+            with open(f, newline="", encoding="utf-8") as fh:
+                rows += list(csv.DictReader(fh))
+    _write_rows(logs / "metrics.csv", rows)
+    before.unlink()
+
+
+def _train(
+    cfg: ExperimentConfig, run_dir: Path, corpus: Corpus, progress: bool, resume_from: Path | None = None
+) -> tuple[SequenceVAE, dict, Any]:
+    """Fit ``cfg`` with Lightning (from ``resume_from`` when given); save the checkpoint and ``trained.json``.
+
+    Returns (model, trained, device).
+    """
     t = cfg.train
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, corpus.vocab)
     system = VAESystem(model, cfg)
     dm = TextDataModule(corpus, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.bucket_factor, t.seed)
     validate = t.val_every is not None
+    if resume_from is not None:
+        _keep_metrics_before(run_dir / "logs", _checkpoint_step(resume_from))
+    callbacks = [ResumeCheckpoint(run_dir / RESUME_FILE, t.checkpoint_every)] if t.checkpoint_every else []
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=1,
@@ -280,6 +489,7 @@ def _train(cfg: ExperimentConfig, run_dir: Path, corpus: Corpus, progress: bool)
         max_steps=t.max_steps,
         max_epochs=-1,
         logger=CSVLogger(str(run_dir), name="logs", version=""),
+        callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
@@ -289,15 +499,16 @@ def _train(cfg: ExperimentConfig, run_dir: Path, corpus: Corpus, progress: bool)
         check_val_every_n_epoch=None if validate else 1,
         limit_val_batches=None if validate else 0,
         num_sanity_val_steps=0,
+        deterministic=t.deterministic,
     )
-    start = time.perf_counter()
     with warnings.catch_warnings():
         for msg in (".*does not have many workers.*", ".*IterableDataset.*", ".*LeafSpec.*",
-                    ".*smaller than the logging interval.*"):
+                    ".*smaller than the logging interval.*", ".*exists and is not empty.*"):
             warnings.filterwarnings("ignore", message=msg)
-        trainer.fit(system, datamodule=dm)
-    train_s = time.perf_counter() - start
+        trainer.fit(system, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+    train_s = system.train_seconds()
     tokens = int(system.tokens_seen)
+    _join_metrics(run_dir / "logs")
     save_checkpoint(run_dir / "checkpoint.pt", model, cfg, corpus.vocab.to_list())
     trained = {
         "steps": int(trainer.global_step),
@@ -305,9 +516,12 @@ def _train(cfg: ExperimentConfig, run_dir: Path, corpus: Corpus, progress: bool)
         "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
         "strategy_state": system.strategy.state(),
     }
+    if resume_from is not None:
+        trained["resumed"] = True
     tmp = run_dir / "trained.json.tmp"
     tmp.write_text(json.dumps({"config": cfg.model_dump(mode="json"), **trained}, indent=2))
     tmp.replace(run_dir / "trained.json")
+    (run_dir / RESUME_FILE).unlink(missing_ok=True)
     return model, trained, system.device
 
 

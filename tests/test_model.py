@@ -195,7 +195,7 @@ def test_half_a_language_model_is_a_config_error(encoder, prior):
 
 
 def test_an_interrupted_evaluation_reuses_the_finished_training(tmp_path):
-    """``reuse_training``: a folder whose training finished (trained.json + checkpoint) is only evaluated."""
+    """``resume``: a folder whose training finished (trained.json + checkpoint) is only evaluated."""
     from seqvae.training import run_experiment
 
     cfg = validate_experiment({**TINY, "data": {"dataset": {"kind": "synthetic", "n_sentences": 120, "n_train": 80,
@@ -205,9 +205,9 @@ def test_an_interrupted_evaluation_reuses_the_finished_training(tmp_path):
     ckpt = tmp_path / "run" / "checkpoint.pt"
     stamp = ckpt.stat().st_mtime_ns
     (tmp_path / "run" / "result.json").unlink()  # as if killed during the evaluation
-    again = run_experiment(cfg, tmp_path / "run", reuse_training=True)
+    again = run_experiment(cfg, tmp_path / "run", resume=True)
     assert ckpt.stat().st_mtime_ns == stamp  # not trained again
     assert again["train_seconds"] == first["train_seconds"] and again["metrics"] == first["metrics"]
     other = validate_experiment({**cfg.model_dump(mode="json"), "train": {"max_steps": 7}})
-    run_experiment(other, tmp_path / "run", reuse_training=True)
+    run_experiment(other, tmp_path / "run", resume=True)
     assert ckpt.stat().st_mtime_ns != stamp  # another config: trained

@@ -88,7 +88,7 @@ def main(argv: list[str] | None = None) -> int:
             corpus = load_corpus(cfg.data.dataset)
         logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
         try:
-            rows[name] = run_experiment(cfg, run_dir, corpus=corpus, reuse_training=True)
+            rows[name] = run_experiment(cfg, run_dir, corpus=corpus, resume=True)
         except Exception as exc:  # keep the other rows
             logging.exception("row %s failed", name)
             rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}

@@ -10,7 +10,8 @@ from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
 
-__all__ = ["cell_name", "dataset_key", "finished_result", "load_corpora", "run_grid"]
+__all__ = ["GRID_FILE", "cell_name", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
+           "write_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,36 @@ def finished_result(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any
     return result
 
 
+GRID_FILE = "grid.json"
+
+
+def write_grid(out_dir: Path, configs: list[ExperimentConfig]) -> None:
+    """``out_dir/grid.json``: the resolved config of every cell, in order (atomic write)."""
+    tmp = out_dir / (GRID_FILE + ".tmp")
+    tmp.write_text(json.dumps({"format": "seqvae-grid/1", "cells": [c.model_dump(mode="json") for c in configs]},
+                              indent=1))
+    tmp.replace(out_dir / GRID_FILE)
+
+
+def read_grid(out_dir: str | Path) -> list[ExperimentConfig]:
+    """The configs that ``write_grid`` stored in ``out_dir``, validated again.
+
+    Raises:
+        seqvae.config.ConfigError: no grid there, a malformed file, or a cell that no longer validates.
+    """
+    from seqvae.config import ConfigError, validate_experiment
+
+    path = Path(out_dir) / GRID_FILE
+    try:
+        data = json.loads(path.read_text())
+        cells = data["cells"]
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found; is {out_dir} the output folder of a seqvae bench?") from None
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise ConfigError(f"{path}: not a readable grid file ({type(exc).__name__}: {exc})") from None
+    return [validate_experiment(c, source=f"{path} (grid cell {i})") for i, c in enumerate(cells)]
+
+
 def load_corpora(
     configs: list[ExperimentConfig], cache_dir: str | Path | None = None, corpora: dict[str, Any] | None = None
 ) -> dict[str, Any]:
@@ -73,11 +104,15 @@ def run_grid(
     progress: bool = False,
     on_result: Callable[[dict[str, Any]], None] | None = None,
     corpora: dict[str, Any] | None = None,
+    resume: bool = False,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every config; a failing cell is recorded (status ``failed``) and the grid goes on.
 
-    Each distinct data set is loaded once and shared by the cells that use it; ``corpora`` may
-    hold some already loaded, keyed by :func:`dataset_key`.
+    The grid is written to ``grid.json`` first, so ``seqvae bench --resume OUT_DIR`` can find it;
+    ``results.jsonl`` gets one row per cell as it finishes. Each distinct data set is loaded once
+    and shared by the cells that use it; ``corpora`` may hold some already loaded, keyed by
+    :func:`dataset_key`. With ``resume``, finished cells are reused as they are and unfinished ones
+    continue from their last checkpoint (see :func:`seqvae.training.run_experiment`).
     """
     from seqvae.training import run_experiment
 
@@ -85,13 +120,20 @@ def run_grid(
 
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
+    write_grid(out_dir, configs)
+    (out_dir / "results.jsonl").unlink(missing_ok=True)
     rows = []
     for i, cfg in enumerate(configs):
         run_dir = out_dir / cell_name(i, cfg)
         log.info("cell %d/%d: %s", i + 1, len(configs), run_dir.name)
         try:
-            corpus = load_corpora([cfg], cache_dir, corpora)[dataset_key(cfg)]
-            row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus)
+            row = finished_result(run_dir, cfg) if resume else None
+            if row is None:
+                corpus = load_corpora([cfg], cache_dir, corpora)[dataset_key(cfg)]
+                row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus,
+                                     resume=resume)
+            else:
+                log.info("cell %s finished before; reusing its result", run_dir.name)
         except Exception as exc:  # one failed cell must not cost the rest of the grid
             log.error("cell %s failed: %s", run_dir.name, exc)
             log.debug("%s", traceback.format_exc())

@@ -41,26 +41,49 @@ def eval_batches(store: TokenStore, vocab: Vocab, batch_size: int) -> list[Batch
 
 
 class BucketedBatches(IterableDataset):
-    """An endless-per-epoch stream of bucketed training batches; a new order every epoch."""
+    """Bucketed training batches, one epoch per ``iter()``, a new order every epoch.
 
-    def __init__(self, store: TokenStore, vocab: Vocab, batch_size: int, bucket_factor: int, seed: int):
+    The stream is a pure function of ``(seed, step)``: batch ``s`` is batch ``s % len(self)`` of the
+    plan of epoch ``s // len(self)``. ``next_step`` is where the next ``iter()`` starts, so a resumed
+    run that sets it to its restored step sees exactly the batches an uninterrupted run would.
+    """
+
+    def __init__(
+        self, store: TokenStore, vocab: Vocab, batch_size: int, bucket_factor: int, seed: int, start_step: int = 0
+    ):
         super().__init__()
         self.store, self.vocab = store, vocab
         self.batch_size, self.bucket_factor, self.seed = batch_size, bucket_factor, seed
-        self.epoch = 0
+        self.next_step = start_step
 
     def __len__(self) -> int:
         return -(-len(self.store) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        g = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
-        self.epoch += 1
-        for idx in bucket_plan(self.store.lengths, self.batch_size, self.bucket_factor, g):
+        epoch, offset = divmod(self.next_step, len(self))
+        g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
+        plan = bucket_plan(self.store.lengths, self.batch_size, self.bucket_factor, g)
+        self.next_step = (epoch + 1) * len(self)  # an abandoned iterator still moves on to the next epoch
+        for idx in plan[offset:]:
             yield self.store.batch(idx, self.vocab)
 
 
 def _identity(x: Batch) -> Batch:
     return x
+
+
+class _PositionedLoader(DataLoader):
+    """A loader whose position is the trainer's step (see :class:`BucketedBatches`).
+
+    It has the ``state_dict`` interface so Lightning treats it as resumable mid-epoch; the state
+    itself is the global step, which Lightning restores before it asks for the loader.
+    """
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass
 
 
 class TextDataModule(L.LightningDataModule):
@@ -73,10 +96,12 @@ class TextDataModule(L.LightningDataModule):
         self.bucket_factor, self.seed = bucket_factor, seed
 
     def train_dataloader(self) -> DataLoader:
+        # a run resumed from a checkpoint has its global step restored by now: start the stream there
+        start = self.trainer.global_step if self.trainer is not None else 0
         ds = BucketedBatches(
-            self.corpus.split("train"), self.corpus.vocab, self.batch_size, self.bucket_factor, self.seed
+            self.corpus.split("train"), self.corpus.vocab, self.batch_size, self.bucket_factor, self.seed, start
         )
-        return DataLoader(ds, batch_size=None, collate_fn=_identity)
+        return _PositionedLoader(ds, batch_size=None, collate_fn=_identity)
 
     def val_dataloader(self) -> DataLoader:
         batches = eval_batches(self.corpus.split("valid"), self.corpus.vocab, self.eval_batch_size)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from pydantic import Field
 from torch import Tensor
@@ -49,3 +51,9 @@ class Historyless(WordDropout):
         """Historyless decoding has no parameters."""
 
     rate = 1.0  # type: ignore[assignment]  # a constant instead of the config field
+
+    @classmethod
+    def compatibility(cls, config: ComponentConfig, experiment: Any) -> str | None:
+        if not experiment.has_latent:
+            return "hides every previous word, and the language-model baseline has no z: the decoder would see nothing"
+        return None

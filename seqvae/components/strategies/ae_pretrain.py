@@ -62,3 +62,10 @@ class AEPretrainStrategy(Strategy):
 
     def state(self) -> dict[str, Any]:
         return {"vae_phase_started_at_step": self.switched_at}
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"switched_at": self.switched_at}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        # a run resumed after the switch must not reset the decoder a second time
+        self.switched_at = state.get("switched_at")

@@ -61,6 +61,7 @@ class AggressiveStrategy(Strategy):
         self._optimizer: torch.optim.Optimizer | None = None
         self._check_every = 1
         self._falls = 0
+        self._drawn = 0  # batches taken from the inner stream (its position, for a resume)
 
     @classmethod
     def compatibility(cls, config: ComponentConfig, experiment: Any) -> str | None:
@@ -86,11 +87,15 @@ class AggressiveStrategy(Strategy):
     def _next_batch(self, device: torch.device) -> Batch:
         while True:
             if self._stream is None:
+                self._data.next_step = self._drawn
                 self._stream = iter(self._data)
             try:
-                return next(self._stream).to(device)
+                batch = next(self._stream).to(device)
             except StopIteration:
                 self._stream = None
+                continue
+            self._drawn += 1
+            return batch
 
     def _validation_mi(self, system: Any) -> float:
         from seqvae.metrics import mutual_information
@@ -136,6 +141,20 @@ class AggressiveStrategy(Strategy):
         if self.active:
             for p in system.model.encoder.parameters():
                 p.grad = None
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "active": self.active, "inner_steps": self.inner_steps, "ended_at": self.ended_at,
+            "mi_history": [list(x) for x in self.mi_history], "falls": self._falls, "drawn": self._drawn,
+            "optimizer": self._optimizer.state_dict() if self._optimizer is not None else None,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.active, self.inner_steps, self.ended_at = state["active"], state["inner_steps"], state["ended_at"]
+        self.mi_history = [(int(s), float(m)) for s, m in state["mi_history"]]
+        self._falls, self._drawn, self._stream = state["falls"], state["drawn"], None
+        if self._optimizer is not None and state["optimizer"] is not None:
+            self._optimizer.load_state_dict(state["optimizer"])
 
     def state(self) -> dict[str, Any]:
         return {

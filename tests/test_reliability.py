@@ -1,0 +1,216 @@
+"""No lost runs: resume after SIGKILL, a failing or NaN cell in a grid, reruns, provenance, no code from files."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import pickle
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from typer.testing import CliRunner
+
+from seqvae.cli import app
+from seqvae.config import validate_experiment
+
+runner = CliRunner()
+
+# Small enough for seconds, long enough (hundreds of steps) that a kill lands mid-run; sigmoid
+# annealing, word dropout and validation make every restored piece of state matter.
+RAW = {
+    "model": {"latent_dim": 3, "embed_dim": 8, "hidden_size": 12},
+    "data": {"dataset": {"kind": "synthetic", "n_sentences": 300, "n_train": 200, "n_valid": 50, "vocab_size": 20,
+                         "length": 5, "embed_dim": 8, "hidden_size": 8}, "batch_size": 16},
+    "schedule": "sigmoid",
+    "regularizers": [{"kind": "word-dropout", "rate": 0.3}],
+    "train": {"max_steps": 40, "checkpoint_every": 10, "val_every": 7, "log_every": 3},
+    "eval": {"iw_samples": 3},
+}
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+class _Cut(Exception):
+    """Stands for a crash at a chosen step."""
+
+
+@pytest.fixture
+def crash_at(monkeypatch):
+    """``crash_at(step)``: the next training raises right after the checkpoint callback of ``step``."""
+    import seqvae.training as T
+
+    original = T.ResumeCheckpoint.on_train_batch_end
+
+    def arm(step: int) -> None:
+        def patched(self, trainer, module, *args):
+            original(self, trainer, module, *args)
+            if trainer.global_step == step:
+                monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", original)
+                raise _Cut(step)
+
+        monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", patched)
+
+    return arm
+
+
+@pytest.mark.parametrize(("strategy", "cut"), [("standard", 23), ("aggressive", 13), ("ae-pretrain", 25)])
+def test_a_crashed_run_resumes_to_the_metrics_of_a_straight_run(tmp_path, crash_at, strategy, cut):
+    """Step, optimizer, strategy (aggressive: its own optimizer and phase; ae-pretrain: the switch),
+    RNG and data order come back: the resumed run's metrics and curves equal the straight run's."""
+    from seqvae.training import RESUME_FILE, run_experiment
+
+    raw = {**RAW, "strategy": strategy}
+    if strategy == "aggressive":
+        raw["strategy"] = {"kind": "aggressive", "check_every": 15, "max_inner_steps": 6, "window": 2}
+    cfg = validate_experiment(raw)
+    straight = run_experiment(cfg, tmp_path / "straight")
+    crash_at(cut)
+    with pytest.raises(_Cut):
+        run_experiment(cfg, tmp_path / "cut")
+    assert (tmp_path / "cut" / RESUME_FILE).exists() and not (tmp_path / "cut" / "result.json").exists()
+    resumed = run_experiment(cfg, tmp_path / "cut", resume=True)
+    assert resumed["resumed"] is True and resumed["steps"] == straight["steps"] == 40
+    assert resumed["metrics"] == straight["metrics"]
+    assert resumed["strategy_state"] == straight["strategy_state"]
+    if strategy == "aggressive":  # the cut fell inside the aggressive phase
+        assert straight["strategy_state"]["aggressive_ended_at_step"] is None or \
+            straight["strategy_state"]["aggressive_ended_at_step"] > cut
+    assert _csv(tmp_path / "cut" / "logs" / "metrics.csv") == _csv(tmp_path / "straight" / "logs" / "metrics.csv")
+    assert not (tmp_path / "cut" / RESUME_FILE).exists()  # the end of training removes it
+
+
+def test_sigkill_mid_run_then_resume_matches_a_straight_run(tmp_path):
+    """The real thing: ``seqvae train`` is killed with SIGKILL mid-run and ``seqvae train --resume`` finishes it."""
+    raw = {**RAW, "train": {**RAW["train"], "max_steps": 600, "checkpoint_every": 25, "val_every": 150,
+                            "log_every": 50}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    cmd = [sys.executable, "-m", "seqvae", "train", "--config", str(cfg), "--json"]
+    straight = subprocess.run([*cmd, "--out", str(tmp_path / "straight")], capture_output=True, text=True, env=env,
+                              timeout=600)
+    assert straight.returncode == 0, straight.stderr[-3000:]
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen([*cmd, "--out", str(killed)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env=env)
+    deadline = time.monotonic() + 300
+    while not (killed / "resume.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait(timeout=60)
+    assert proc.returncode == -signal.SIGKILL
+    assert (killed / "resume.ckpt").exists() and not (killed / "result.json").exists(), "the kill came too late"
+    resumed = subprocess.run([sys.executable, "-m", "seqvae", "train", "--resume", str(killed), "--json"],
+                             capture_output=True, text=True, env=env, timeout=600)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    a, b = json.loads(straight.stdout), json.loads(resumed.stdout)
+    assert b["resumed"] is True and b["steps"] == a["steps"] == 600
+    assert b["metrics"] == a["metrics"]
+    assert _csv(killed / "logs" / "metrics.csv") == _csv(tmp_path / "straight" / "logs" / "metrics.csv")
+
+
+def _nan_schedule():
+    from seqvae.components.schedules.constant import ConstantSchedule
+    from seqvae.registry import get_registry
+
+    class NaNAfterFour(ConstantSchedule):
+        def __call__(self, step, total_steps):
+            return float("nan") if step >= 4 else 1.0
+
+    get_registry("schedule").register("nan-after-four", NaNAfterFour)
+
+
+FAST = ["--max-steps", "8", "--iw-samples", "5", "--set", "data.dataset.n_sentences=300", "--set",
+        "data.dataset.n_train=200", "--set", "data.dataset.n_valid=50", "--set", "data.batch_size=32"]
+
+
+def test_a_nan_cell_fails_with_its_step_and_the_grid_finishes_the_others(tmp_path, fresh_registries):
+    _nan_schedule()
+    res = runner.invoke(app, ["bench", "--schedule", "constant", "--schedule", "nan-after-four", "--schedule",
+                              "linear", "--out", str(tmp_path / "g"), *FAST])
+    assert res.exit_code == 1
+    assert "failed" in res.output and "NonFiniteLossError" in res.output  # the table shows the cause
+    rows = [json.loads(x) for x in (tmp_path / "g" / "results.jsonl").read_text().splitlines()]
+    assert [r["status"] for r in rows] == ["ok", "failed", "ok"]
+    error = rows[1]["error"]
+    assert "the training loss is nan at step 4" in error and "last finite at step 3" in error
+    assert all(r["metrics"]["neg_elbo"] > 0 for r in (rows[0], rows[2]))
+
+
+def test_bench_resume_keeps_finished_cells_and_resumes_the_interrupted_one(tmp_path, crash_at):
+    grid = ["--schedule", "constant", "--schedule", "sigmoid", "--set", "train.checkpoint_every=3", *FAST]
+    straight = runner.invoke(app, ["bench", *grid, "--out", str(tmp_path / "s"), "--json"])
+    assert straight.exit_code == 0, straight.output
+    crash_at(5)  # the first cell that reaches step 5 crashes; pytest.raises is not needed: the grid records it
+    first = runner.invoke(app, ["bench", *grid, "--out", str(tmp_path / "g"), "--json"])
+    assert first.exit_code == 1 and [r["status"] for r in json.loads(first.stdout)] == ["failed", "ok"]
+    done = next((tmp_path / "g").glob("001-*")) / "result.json"
+    stamp = done.stat().st_mtime_ns
+    again = runner.invoke(app, ["bench", *grid, "--out", str(tmp_path / "g")])
+    assert again.exit_code == 2 and "--resume" in again.output  # never silently over another bench
+    resumed = runner.invoke(app, ["bench", "--resume", str(tmp_path / "g"), "--json"])
+    assert resumed.exit_code == 0, resumed.output
+    rows = json.loads(resumed.stdout)
+    assert done.stat().st_mtime_ns == stamp  # the finished cell was kept, not run again
+    assert rows[0]["resumed"] is True
+    assert [r["metrics"] for r in rows] == [r["metrics"] for r in json.loads(straight.stdout)]
+    assert len((tmp_path / "g" / "results.jsonl").read_text().splitlines()) == 2
+
+
+def test_rerun_reproduces_a_run_and_reports_a_difference(tmp_path):
+    res = runner.invoke(app, ["bench", "--schedule", "sigmoid", "--seed", "3", "--out", str(tmp_path / "g"), "--json",
+                              *FAST])
+    assert res.exit_code == 0, res.output
+    (row,) = json.loads(res.stdout)
+    run = Path(row["run_dir"])
+    # the run folder alone says what produced it
+    stored = json.loads((run / "result.json").read_text())
+    assert {"seqvae", "torch", "lightning", "python"} <= set(stored["versions"])
+    assert isinstance(stored["plugins"], dict) and stored["seed"] == 3 and stored["command"]  # sys.argv
+    assert validate_experiment(json.loads((run / "config.json").read_text())).train.seed == 3
+    again = runner.invoke(app, ["bench", "--rerun", str(run), "--out", str(tmp_path / "r"), "--json"])
+    assert again.exit_code == 0, again.output
+    report = json.loads(again.stdout)
+    assert report["reproduced"] is True and report["differences"] == []
+    assert json.loads((tmp_path / "r" / "result.json").read_text())["metrics"] == stored["metrics"]
+    stored["metrics"]["kl"] += 0.5  # as if the published number were not what this config gives
+    (run / "result.json").write_text(json.dumps(stored))
+    differ = runner.invoke(app, ["bench", "--rerun", str(run), "--out", str(tmp_path / "r"), "--overwrite", "--json"])
+    assert differ.exit_code == 1
+    assert [d["metric"] for d in json.loads(differ.stdout)["differences"]] == ["kl"]
+
+
+def test_a_malicious_resume_checkpoint_is_refused_without_running_it(tmp_path):
+    """``resume.ckpt`` is loaded with ``weights_only``: a pickled payload is an error, never executed."""
+
+    class Marker:
+        def __reduce__(self):
+            return (Path.touch, (tmp_path / "PWNED",))
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.json").write_text(json.dumps(validate_experiment(RAW).model_dump(mode="json")))
+    (run / "resume.ckpt").write_bytes(pickle.dumps({"global_step": 3, "x": Marker()}, protocol=2))
+    res = runner.invoke(app, ["train", "--resume", str(run)])
+    assert res.exit_code == 2 and "resume.ckpt" in res.output and "not a readable" in res.output
+    assert not (tmp_path / "PWNED").exists()
+
+
+def test_a_malicious_yaml_config_is_refused_without_running_it(tmp_path):
+    marker = tmp_path / "PWNED"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f"decoder: !!python/object/apply:pathlib.Path.touch [!!python/object/apply:pathlib.Path "
+                    f"['{marker}']]\n")
+    res = runner.invoke(app, ["train", "--config", str(evil), "--out", str(tmp_path / "o")])
+    assert res.exit_code == 2 and "evil.yaml" in res.output
+    assert not marker.exists() and not (tmp_path / "o").exists()
