@@ -189,7 +189,8 @@ def bench(
               "or pass --overwrite, or pick --out")
     corpora = _load_corpora(configs, cache_dir)  # bad corpus input stops here, before any training
     log.info("running %d cell(s) into %s", len(configs), out_dir)
-    rows = run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpora=corpora)
+    rows = _interruptible(lambda: run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress),
+                                           corpora=corpora), out_dir)
     _report_grid(rows, f"seqvae bench ({suite}) -> {out_dir}", as_json)
 
 
@@ -208,6 +209,20 @@ def _report_grid(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
         raise typer.Exit(1)
 
 
+INTERRUPTED = 143  # 128 + SIGTERM, what a shell reports for a process stopped by SIGTERM
+
+
+def _interruptible(grid: Any, out_dir: Path) -> list[dict[str, Any]]:
+    """Run ``grid()``; a SIGTERM stops the whole grid with exit code 143 and the command that continues it."""
+    from seqvae.training import RunInterrupted
+
+    try:
+        return grid()
+    except RunInterrupted as exc:
+        _fail(f"{exc}; continue the grid with: seqvae bench --resume {out_dir}", code=INTERRUPTED)
+        raise  # unreachable: _fail exits
+
+
 def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[bool], as_json: bool, suite: str) -> None:
     """``seqvae bench --resume OUT_DIR``: the stored grid again; finished cells kept, the others resumed."""
     from seqvae.bench.runner import read_grid, run_grid
@@ -218,8 +233,8 @@ def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[b
         _fail(str(exc))
     corpora = _load_corpora(configs, cache_dir)
     log.info("resuming %d cell(s) in %s", len(configs), out_dir)
-    rows = run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpora=corpora,
-                    resume=True)
+    rows = _interruptible(lambda: run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress),
+                                           corpora=corpora, resume=True), out_dir)
     _report_grid(rows, f"seqvae bench --resume {out_dir}", as_json)
 
 
@@ -321,7 +336,7 @@ def train(
         state = "a finished run" if (out_dir / "result.json").exists() else \
             f"an unfinished run (continue it with --resume {out_dir})"
         _fail(f"{out_dir}: already holds {state}; pass --overwrite or pick --out")
-    from seqvae.training import ResumeError, run_experiment
+    from seqvae.training import NonFiniteLossError, ResumeError, RunInterrupted, run_experiment
 
     (corpus,) = _load_corpora([cfg], cache_dir).values()
     try:
@@ -329,6 +344,10 @@ def train(
                                 resume=resume is not None)
     except ResumeError as exc:
         _fail(f"{exc}; to start afresh: seqvae train --config {out_dir / 'config.json'} --out {out_dir} --overwrite")
+    except RunInterrupted as exc:
+        _fail(f"{exc}; continue with: seqvae train --resume {out_dir}", code=INTERRUPTED)
+    except NonFiniteLossError as exc:
+        _fail(f"{out_dir}: {exc}", code=1)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

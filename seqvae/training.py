@@ -15,6 +15,7 @@ from typing import Any
 import lightning as L
 import torch
 from lightning.pytorch.loggers import CSVLogger
+from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqvae.composer import build_model, component_provenance
 from seqvae.config import ComponentConfig, ConfigError, ExperimentConfig
@@ -30,6 +31,7 @@ __all__ = [
     "NonFiniteLossError",
     "ResumeCheckpoint",
     "ResumeError",
+    "RunInterrupted",
     "VAESystem",
     "build_strategy",
     "default_cache_dir",
@@ -48,6 +50,10 @@ RESUME_FILE = "resume.ckpt"
 
 class ResumeError(ValueError):
     """A run folder's ``resume.ckpt`` cannot be used (unreadable, or not a training checkpoint)."""
+
+
+class RunInterrupted(Exception):
+    """The run was stopped by SIGTERM (e.g. a cluster's pre-emption) after saving its state; resume it."""
 
 
 class NonFiniteLossError(RuntimeError):
@@ -384,15 +390,18 @@ PREVIOUS_METRICS = "metrics.before-resume.csv"
 class ResumeCheckpoint(L.Callback):
     """Writes the full training state to ``path`` every ``every`` steps, atomically (temp file + rename).
 
-    A kill at any moment leaves either the previous complete checkpoint or the new one, never a torn file.
+    A kill at any moment leaves either the previous complete checkpoint or the new one, never a torn
+    file. After a SIGTERM the state of the step that just finished is written too, so a pre-empted
+    run loses nothing.
     """
 
-    def __init__(self, path: Path, every: int):
+    def __init__(self, path: Path, every: int | None):
         self.path, self.every = Path(path), every
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
-        if step % self.every == 0 and step < (trainer.max_steps or 0):
+        due = bool(self.every) and step % self.every == 0
+        if (due or trainer.received_sigterm) and step < (trainer.max_steps or 0):
             tmp = self.path.with_name(self.path.name + ".tmp")
             trainer.save_checkpoint(tmp)
             tmp.replace(self.path)
@@ -481,14 +490,15 @@ def _train(
     validate = t.val_every is not None
     if resume_from is not None:
         _keep_metrics_before(run_dir / "logs", _checkpoint_step(resume_from))
-    callbacks = [ResumeCheckpoint(run_dir / RESUME_FILE, t.checkpoint_every)] if t.checkpoint_every else []
+    callbacks = [ResumeCheckpoint(run_dir / RESUME_FILE, t.checkpoint_every)]
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=1,
         precision=t.precision,
         max_steps=t.max_steps,
         max_epochs=-1,
-        logger=CSVLogger(str(run_dir), name="logs", version=""),
+        # rows reach metrics.csv at the end of the step that logs them, so a kill loses none that a resume keeps
+        logger=CSVLogger(str(run_dir), name="logs", version="", flush_logs_every_n_steps=1),
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=progress,
@@ -505,7 +515,12 @@ def _train(
         for msg in (".*does not have many workers.*", ".*IterableDataset.*", ".*LeafSpec.*",
                     ".*smaller than the logging interval.*", ".*exists and is not empty.*"):
             warnings.filterwarnings("ignore", message=msg)
-        trainer.fit(system, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+        try:
+            trainer.fit(system, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+        except SIGTERMException:  # Lightning's SystemExit with code 0: say what happened instead
+            raise RunInterrupted(
+                f"{run_dir}: stopped by SIGTERM at step {trainer.global_step}; its state is saved in {RESUME_FILE}"
+            ) from None
     train_s = system.train_seconds()
     tokens = int(system.tokens_seen)
     _join_metrics(run_dir / "logs")

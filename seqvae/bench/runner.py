@@ -114,7 +114,7 @@ def run_grid(
     :func:`dataset_key`. With ``resume``, finished cells are reused as they are and unfinished ones
     continue from their last checkpoint (see :func:`seqvae.training.run_experiment`).
     """
-    from seqvae.training import run_experiment
+    from seqvae.training import RunInterrupted, run_experiment
 
     corpora = dict(corpora or {})
 
@@ -134,6 +134,8 @@ def run_grid(
                                      resume=resume)
             else:
                 log.info("cell %s finished before; reusing its result", run_dir.name)
+        except RunInterrupted:  # the whole grid was asked to stop; its state is saved
+            raise
         except Exception as exc:  # one failed cell must not cost the rest of the grid
             log.error("cell %s failed: %s", run_dir.name, exc)
             log.debug("%s", traceback.format_exc())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import lightning as L
 import torch
@@ -44,27 +44,33 @@ class BucketedBatches(IterableDataset):
     """Bucketed training batches, one epoch per ``iter()``, a new order every epoch.
 
     The stream is a pure function of ``(seed, step)``: batch ``s`` is batch ``s % len(self)`` of the
-    plan of epoch ``s // len(self)``. ``next_step`` is where the next ``iter()`` starts, so a resumed
-    run that sets it to its restored step sees exactly the batches an uninterrupted run would.
+    plan of epoch ``s // len(self)``. Each ``iter()`` starts at step ``position()`` when that callable
+    is given (the training loop passes its global step, so a resumed run, or a loop that asks for a
+    fresh iterator, sees exactly the batches an uninterrupted run would) and runs to the end of
+    that epoch; without it, at ``next_step``, which advances with every batch yielded.
     """
 
     def __init__(
-        self, store: TokenStore, vocab: Vocab, batch_size: int, bucket_factor: int, seed: int, start_step: int = 0
+        self, store: TokenStore, vocab: Vocab, batch_size: int, bucket_factor: int, seed: int,
+        position: Callable[[], int] | None = None,
     ):
         super().__init__()
         self.store, self.vocab = store, vocab
         self.batch_size, self.bucket_factor, self.seed = batch_size, bucket_factor, seed
-        self.next_step = start_step
+        self.position = position
+        self.next_step = 0
 
     def __len__(self) -> int:
         return -(-len(self.store) // self.batch_size)
 
     def __iter__(self) -> Iterator[Batch]:
-        epoch, offset = divmod(self.next_step, len(self))
+        start = self.position() if self.position is not None else self.next_step
+        epoch, offset = divmod(start, len(self))
         g = torch.Generator().manual_seed(self.seed * 100_003 + epoch)
         plan = bucket_plan(self.store.lengths, self.batch_size, self.bucket_factor, g)
-        self.next_step = (epoch + 1) * len(self)  # an abandoned iterator still moves on to the next epoch
+        self.next_step = start
         for idx in plan[offset:]:
+            self.next_step += 1
             yield self.store.batch(idx, self.vocab)
 
 
@@ -96,12 +102,15 @@ class TextDataModule(L.LightningDataModule):
         self.bucket_factor, self.seed = bucket_factor, seed
 
     def train_dataloader(self) -> DataLoader:
-        # a run resumed from a checkpoint has its global step restored by now: start the stream there
-        start = self.trainer.global_step if self.trainer is not None else 0
+        # every epoch's iterator starts at the trainer's global step (restored by a resume)
+        trainer = self.trainer
         ds = BucketedBatches(
-            self.corpus.split("train"), self.corpus.vocab, self.batch_size, self.bucket_factor, self.seed, start
+            self.corpus.split("train"), self.corpus.vocab, self.batch_size, self.bucket_factor, self.seed,
+            position=(lambda: trainer.global_step) if trainer is not None else None,
         )
-        return _PositionedLoader(ds, batch_size=None, collate_fn=_identity)
+        # its own generator: a DataLoader draws a base seed at every iter(), and from the global RNG
+        # that draw would make the training noise depend on when the loop asks for a new iterator
+        return _PositionedLoader(ds, batch_size=None, collate_fn=_identity, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
         batches = eval_batches(self.corpus.split("valid"), self.corpus.vocab, self.eval_batch_size)
