@@ -36,6 +36,21 @@ err = Console(stderr=True)
 log = logging.getLogger("seqvae")
 
 COMPONENTS = "Components (repeat a flag to add a grid axis)"
+HARDWARE = "Hardware"
+AcceleratorOpt = Annotated[Optional[str], typer.Option("--accelerator", help="cpu, gpu or auto (CUDA when present).", rich_help_panel=HARDWARE)]
+DevicesOpt = Annotated[Optional[int], typer.Option("--devices", help="Devices (processes) per node; the global batch is split between them.", rich_help_panel=HARDWARE)]
+NodesOpt = Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes of a multi-node run (launched by torchrun or SLURM).", rich_help_panel=HARDWARE)]
+DistOpt = Annotated[Optional[str], typer.Option("--distributed", help="Lightning strategy for several devices: ddp (default), ddp_spawn, ddp_fork.", rich_help_panel=HARDWARE)]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="32-true or bf16-mixed.", rich_help_panel=HARDWARE)]
+
+
+def _hardware(raw: dict[str, Any], accelerator: Optional[str], devices: Optional[int], num_nodes: Optional[int],
+              distributed: Optional[str], precision: Optional[str]) -> None:
+    """Put the hardware flags into ``raw['train']`` (validated with the rest of the config)."""
+    for key, value in (("accelerator", accelerator), ("devices", devices), ("num_nodes", num_nodes),
+                       ("distributed", distributed), ("precision", precision)):
+        if value is not None:
+            raw.setdefault("train", {})[key] = value
 TRAINING = "Training"
 OUTPUT = "Output"
 
@@ -120,6 +135,12 @@ def bench(
     iw_samples: Annotated[Optional[int], typer.Option("--iw-samples", help="K for IW-NLL (default 500; 0 = skip).", rich_help_panel=TRAINING)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON experiment config merged over the suite.", rich_help_panel=TRAINING)] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. decoder.num_layers=2.", rich_help_panel=TRAINING)] = None,
+    accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
+    num_nodes: NodesOpt = None,
+    distributed: DistOpt = None,
+    precision: PrecisionOpt = None,
+    parallel: Annotated[int, typer.Option("--parallel", help="Cells run at once, each in its own process with cores/N threads.", rich_help_panel=HARDWARE)] = 1,
     out_dir: Annotated[Optional[Path], typer.Option("--out", help="Output folder (default runs/bench-<time>).", rich_help_panel=OUTPUT)] = None,
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Reuse an output folder that holds results.", rich_help_panel=OUTPUT)] = False,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the bench in this folder: finished cells are kept, unfinished ones resume.", rich_help_panel=OUTPUT)] = None,
@@ -132,11 +153,15 @@ def bench(
 ) -> None:
     """Train and evaluate a grid of models and print the posterior-collapse metrics."""
     _setup_logging(verbose)
+    if parallel < 1:
+        _fail(f"--parallel must be >= 1, got {parallel}")
     given = [flag for flag, v in (("--encoder", encoder), ("--decoder", decoder), ("--prior", prior),
                                   ("--schedule", schedule), ("--regularizer", regularizer), ("--strategy", strategy),
                                   ("--seed", seed), ("--dataset", dataset), ("--data-dir", data_dir),
                                   ("--max-steps", max_steps), ("--iw-samples", iw_samples), ("--config", config),
-                                  ("--set", sets)) if v]
+                                  ("--set", sets), ("--accelerator", accelerator), ("--devices", devices),
+                                  ("--num-nodes", num_nodes), ("--distributed", distributed),
+                                  ("--precision", precision)) if v]
     if resume is not None or rerun is not None:
         if resume is not None and rerun is not None:
             _fail("--resume and --rerun exclude each other")
@@ -144,7 +169,7 @@ def bench(
             what = "--resume takes the grid stored in its folder" if resume else "--rerun takes the run's own config"
             _fail(f"{what}; drop {', '.join(given)}")
         if resume is not None:
-            _resume_bench(resume, cache_dir, progress, as_json, suite)
+            _resume_bench(resume, cache_dir, progress, as_json, parallel)
         else:
             _rerun(rerun, out_dir, overwrite, cache_dir, progress, as_json)
         return
@@ -158,6 +183,7 @@ def bench(
             raw.setdefault("train", {})["max_steps"] = max_steps
         if iw_samples is not None:
             raw.setdefault("eval", {})["iw_samples"] = iw_samples
+        _hardware(raw, accelerator, devices, num_nodes, distributed, precision)
         from seqvae.composer import expand_grid
 
         axes = {"encoder": encoder, "decoder": decoder, "prior": prior, "schedule": schedule,
@@ -174,6 +200,7 @@ def bench(
             configs.append(validate_experiment(cell, source=source))
     except ConfigError as exc:
         _fail(str(exc))
+    _check_parallel(parallel, configs)
     from seqvae.bench.runner import cell_name, run_grid
 
     if dry_run:
@@ -184,18 +211,24 @@ def bench(
                 out.print(cell_name(i, c))
         raise typer.Exit(0)
     out_dir = out_dir or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
-    if ((out_dir / "results.jsonl").exists() or (out_dir / "grid.json").exists()) and not overwrite:
+    from seqvae.distributed import is_rank_zero
+
+    if is_rank_zero() and ((out_dir / "results.jsonl").exists() or (out_dir / "grid.json").exists()) and not overwrite:
         _fail(f"{out_dir}: already holds another bench; continue it with --resume {out_dir}, "
               "or pass --overwrite, or pick --out")
     corpora = _load_corpora(configs, cache_dir)  # bad corpus input stops here, before any training
     log.info("running %d cell(s) into %s", len(configs), out_dir)
     rows = _interruptible(lambda: run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress),
-                                           corpora=corpora), out_dir)
+                                           corpora=corpora, parallel=parallel), out_dir)
     _report_grid(rows, f"seqvae bench ({suite}) -> {out_dir}", as_json)
 
 
 def _report_grid(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
-    """Print the grid's rows (table or JSON); exit 1 when a cell failed."""
+    """Print the grid's rows (table or JSON); exit 1 when a cell failed. Only global rank 0 reports."""
+    from seqvae.distributed import is_rank_zero
+
+    if not is_rank_zero():
+        return
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
     else:
@@ -223,7 +256,14 @@ def _interruptible(grid: Any, out_dir: Path) -> list[dict[str, Any]]:
         raise  # unreachable: _fail exits
 
 
-def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[bool], as_json: bool, suite: str) -> None:
+def _check_parallel(parallel: int, configs: list[Any]) -> None:
+    """``--parallel`` runs whole cells side by side; a cell that itself uses several devices cannot."""
+    if parallel > 1 and any(c.train.world_size > 1 for c in configs):
+        _fail("--parallel runs cells side by side on one machine; it does not combine with --devices/--num-nodes > 1")
+
+
+def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[bool], as_json: bool,
+                  parallel: int = 1) -> None:
     """``seqvae bench --resume OUT_DIR``: the stored grid again; finished cells kept, the others resumed."""
     from seqvae.bench.runner import read_grid, run_grid
 
@@ -231,10 +271,11 @@ def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[b
         configs = read_grid(out_dir)
     except ConfigError as exc:
         _fail(str(exc))
+    _check_parallel(parallel, configs)
     corpora = _load_corpora(configs, cache_dir)
     log.info("resuming %d cell(s) in %s", len(configs), out_dir)
     rows = _interruptible(lambda: run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress),
-                                           corpora=corpora, resume=True), out_dir)
+                                           corpora=corpora, resume=True, parallel=parallel), out_dir)
     _report_grid(rows, f"seqvae bench --resume {out_dir}", as_json)
 
 
@@ -314,6 +355,11 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/train"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh in a run folder that holds a run.")] = False,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the interrupted run in this folder (its own config).")] = None,
+    accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
+    num_nodes: NodesOpt = None,
+    distributed: DistOpt = None,
+    precision: PrecisionOpt = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress")] = None,
@@ -329,10 +375,18 @@ def train(
             _fail(f"{resume}: no config.json; is it a seqvae run folder?")
         config, out_dir = stored, resume
     try:
-        cfg = validate_experiment(_raw_config(config, list(sets or []), None), source=str(config or "config"))
+        raw = _raw_config(config, list(sets or []), None)
+        if resume is None:
+            _hardware(raw, accelerator, devices, num_nodes, distributed, precision)
+        elif any(v is not None for v in (accelerator, devices, num_nodes, distributed, precision)):
+            _fail("--resume continues the run with its own config.json; drop the hardware flags")
+        cfg = validate_experiment(raw, source=str(config or "config"))
     except ConfigError as exc:
         _fail(str(exc))
-    if resume is None and (out_dir / "config.json").exists() and not overwrite:
+    from seqvae.distributed import is_rank_zero
+
+    rank0 = is_rank_zero()
+    if rank0 and resume is None and (out_dir / "config.json").exists() and not overwrite:
         state = "a finished run" if (out_dir / "result.json").exists() else \
             f"an unfinished run (continue it with --resume {out_dir})"
         _fail(f"{out_dir}: already holds {state}; pass --overwrite or pick --out")
@@ -348,6 +402,8 @@ def train(
         _fail(f"{exc}; continue with: seqvae train --resume {out_dir}", code=INTERRUPTED)
     except NonFiniteLossError as exc:
         _fail(f"{out_dir}: {exc}", code=1)
+    if not rank0:
+        return
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:

@@ -127,7 +127,12 @@ class TrainConfig(_Strict):
     grad_clip: float = Field(5.0, ge=0, description="Gradient-norm clip (0 = off).")
     seed: int = Field(0, ge=0, description="Seed for Lightning, the data order and evaluation.")
     precision: Literal["32-true", "bf16-mixed"] = Field("32-true", description="Lightning precision.")
-    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="Lightning accelerator.")
+    accelerator: Literal["cpu", "gpu", "auto"] = Field("cpu", description="Lightning accelerator (auto = CUDA when present).")
+    devices: int = Field(1, ge=1, description="Devices (processes) per node; the global batch is split between them.")
+    num_nodes: int = Field(1, ge=1, description="Nodes (Lightning multi-node: torchrun or SLURM launch the processes).")
+    distributed: Literal["auto", "ddp", "ddp_spawn", "ddp_fork"] = Field(
+        "auto", description="Lightning strategy for several devices (the --distributed flag; DDP by default).",
+    )
     log_every: int = Field(50, ge=1, description="Log training terms every N steps.")
     val_every: int | None = Field(
         None, ge=1, description="Validate (-ELBO on the valid split) every N steps; None = at the end."
@@ -138,6 +143,12 @@ class TrainConfig(_Strict):
     deterministic: bool = Field(
         True, description="Deterministic algorithms (same config + seed = same numbers on one machine)."
     )
+
+
+    @property
+    def world_size(self) -> int:
+        """Processes that train together: ``devices * num_nodes``."""
+        return self.devices * self.num_nodes
 
 
 class EvalConfig(_Strict):

@@ -21,6 +21,7 @@ from seqvae.composer import build_model, component_provenance
 from seqvae.config import ComponentConfig, ConfigError, ExperimentConfig
 from seqvae.data.corpus import Corpus
 from seqvae.data.datamodule import TextDataModule, eval_batches
+from seqvae.distributed import global_rank, is_rank_zero
 from seqvae.interfaces import Batch, Strategy
 from seqvae.metrics import evaluate
 from seqvae.model import SequenceVAE
@@ -124,6 +125,10 @@ class VAESystem(L.LightningModule):
         beta = self.strategy.beta(self.model.schedule, step, total)
         return self.model(batch, step=step, total_steps=total, beta=beta)
 
+    def on_train_end(self) -> None:
+        if self.trainer.world_size > 1:  # every process counted its own share of the batches
+            self.tokens_seen.copy_(self.trainer.strategy.reduce(self.tokens_seen, reduce_op="sum").long())
+
     def on_train_start(self) -> None:
         self._started = time.perf_counter()
         self.strategy.on_train_start(self)
@@ -197,8 +202,9 @@ class VAESystem(L.LightningModule):
         post = self.model.encode(batch)
         rec = self.model.reconstruction_nll(batch, post.rsample())
         kl = self.model.prior.kl(post).per_dim.sum(-1)
-        self.log("val/neg_elbo", (rec + kl).mean(), on_epoch=True, batch_size=batch.size)
-        self.log("val/kl", kl.mean(), on_epoch=True, batch_size=batch.size)
+        sync = self.trainer.world_size > 1
+        self.log("val/neg_elbo", (rec + kl).mean(), on_epoch=True, batch_size=batch.size, sync_dist=sync)
+        self.log("val/kl", kl.mean(), on_epoch=True, batch_size=batch.size, sync_dist=sync)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
         return torch.optim.Adam(self.model.parameters(), lr=self.cfg.train.lr)
@@ -336,7 +342,9 @@ def run_experiment(
         The ``result.json`` content.
     """
     run_dir = Path(run_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    rank0 = is_rank_zero()  # in a multi-process launch only global rank 0 writes, evaluates and reports
+    if rank0:
+        run_dir.mkdir(parents=True, exist_ok=True)
     quiet_lightning(verbose=log.isEnabledFor(logging.DEBUG))
     t = cfg.train
     if corpus is None:
@@ -350,14 +358,17 @@ def run_experiment(
     else:
         ckpt = run_dir / RESUME_FILE
         if not (resume and ckpt.exists() and _same_config(run_dir, cfg)):
-            for stale in (ckpt, run_dir / "trained.json", run_dir / "result.json", run_dir / "logs" / "metrics.csv",
-                          run_dir / "logs" / PREVIOUS_METRICS):
+            for stale in ((ckpt, run_dir / "trained.json", run_dir / "result.json", run_dir / "logs" / "metrics.csv",
+                           run_dir / "logs" / PREVIOUS_METRICS) if rank0 else ()):
                 stale.unlink(missing_ok=True)
             ckpt = None
-            (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+            if rank0:
+                (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
         else:
             log.info("%s: resuming the interrupted training from %s", run_dir, ckpt.name)
         model, trained, device = _train(cfg, run_dir, corpus, progress, ckpt)
+        if not rank0:
+            return {"status": "ok", "rank": global_rank(), "run_dir": str(run_dir)}
     evaluated = evaluate_run(model, cfg, corpus, device=device)
     metrics = evaluated["metrics"]
     result = {
@@ -403,8 +414,9 @@ class ResumeCheckpoint(L.Callback):
         due = bool(self.every) and step % self.every == 0
         if (due or trainer.received_sigterm) and step < (trainer.max_steps or 0):
             tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp)
-            tmp.replace(self.path)
+            trainer.save_checkpoint(tmp)  # every process calls it; global rank 0 writes
+            if trainer.is_global_zero:
+                tmp.replace(self.path)
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -489,11 +501,15 @@ def _train(
     dm = TextDataModule(corpus, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.bucket_factor, t.seed)
     validate = t.val_every is not None
     if resume_from is not None:
-        _keep_metrics_before(run_dir / "logs", _checkpoint_step(resume_from))
+        step = _checkpoint_step(resume_from)
+        if is_rank_zero():
+            _keep_metrics_before(run_dir / "logs", step)
     callbacks = [ResumeCheckpoint(run_dir / RESUME_FILE, t.checkpoint_every)]
     trainer = L.Trainer(
         accelerator=t.accelerator,
-        devices=1,
+        devices=t.devices,
+        num_nodes=t.num_nodes,
+        strategy=t.distributed if t.world_size > 1 else "auto",
         precision=t.precision,
         max_steps=t.max_steps,
         max_epochs=-1,
@@ -523,10 +539,14 @@ def _train(
             ) from None
     train_s = system.train_seconds()
     tokens = int(system.tokens_seen)
+    if not trainer.is_global_zero:
+        return model, {}, system.device
     _join_metrics(run_dir / "logs")
     save_checkpoint(run_dir / "checkpoint.pt", model, cfg, corpus.vocab.to_list())
     trained = {
         "steps": int(trainer.global_step),
+        "train_tokens": tokens,
+        "world_size": trainer.world_size,
         "train_seconds": round(train_s, 3),
         "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
         "strategy_state": system.strategy.state(),

@@ -257,3 +257,19 @@ def test_set_overrides_reach_into_the_grid_axes():
     assert cells[1]["regularizers"][1]["kind"] == "free-bits" and all(c["train"]["max_steps"] == 7 for c in cells)
     res = runner.invoke(app, ["bench", "--regularizer", "none", "--set", "regularizers.0.rate=0.6", "--dry-run"])
     assert res.exit_code == 2 and "regularizers.0.rate=0.6" in res.output  # nothing to set: said, not ignored
+
+
+def test_parallel_cells_give_the_same_rows_as_one_at_a_time(tmp_path):
+    """``--parallel 2``: two worker processes share the cores; the rows (and numbers) are those of the serial grid."""
+    grid = ["--schedule", "constant", "--schedule", "sigmoid", *FAST]
+    serial = runner.invoke(app, ["bench", *grid, "--out", str(tmp_path / "s"), "--json"])
+    par = runner.invoke(app, ["bench", *grid, "--parallel", "2", "--out", str(tmp_path / "p"), "--json"])
+    assert serial.exit_code == 0 and par.exit_code == 0, par.output
+    a, b = json.loads(serial.stdout), json.loads(par.stdout)
+    assert [r["schedule"] for r in b] == ["constant", "sigmoid"]
+    for x, y in zip(a, b):  # equal up to the summation order of a different thread count
+        for key in ("neg_elbo", "rec", "kl", "iw_nll", "mi"):
+            assert y["metrics"][key] == pytest.approx(x["metrics"][key], rel=1e-4, abs=1e-6), key
+    assert len((tmp_path / "p" / "results.jsonl").read_text().splitlines()) == 2
+    res = runner.invoke(app, ["bench", "--parallel", "2", "--devices", "2", "--dry-run"])
+    assert res.exit_code == 2 and "--parallel" in res.output

@@ -236,3 +236,24 @@ def test_a_malicious_yaml_config_is_refused_without_running_it(tmp_path):
     res = runner.invoke(app, ["train", "--config", str(evil), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "evil.yaml" in res.output
     assert not marker.exists() and not (tmp_path / "o").exists()
+
+
+def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
+    """``--devices 2`` on CPU (DDP over gloo): each process takes half of every global batch and the
+    gradients are averaged, so the run sees the same tokens and ends near the one-process run."""
+    raw = {**RAW, "regularizers": [], "train": {"max_steps": 60, "val_every": 20, "log_every": 10}}
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text(yaml.safe_dump(raw))
+    runs = {}
+    for devices in (1, 2):
+        res = subprocess.run([sys.executable, "-m", "seqvae", "train", "--config", str(cfg), "--devices", str(devices),
+                              "--out", str(tmp_path / f"d{devices}"), "--json"],
+                             capture_output=True, text=True, env=ENV, timeout=600)
+        assert res.returncode == 0, res.stderr[-3000:]
+        runs[devices] = json.loads(res.stdout)
+    one, two = runs[1], runs[2]
+    assert two["world_size"] == 2 and one["world_size"] == 1 and two["steps"] == one["steps"] == 60
+    assert two["train_tokens"] == one["train_tokens"]  # the global batches, split, not duplicated
+    for key in ("neg_elbo", "rec", "iw_nll"):
+        assert two["metrics"][key] == pytest.approx(one["metrics"][key], rel=0.02), key
+    assert len(list((tmp_path / "d2").glob("result.json"))) == 1  # one process wrote the folder

@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
 
-__all__ = ["GRID_FILE", "cell_name", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
+__all__ = ["GRID_FILE", "cell_name", "run_cell", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
            "write_grid"]
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,42 @@ def load_corpora(
     return corpora
 
 
+def run_cell(
+    cfg: ExperimentConfig, run_dir: Path, *, cache_dir: str | Path | None = None, progress: bool = False,
+    corpus: Any = None, resume: bool = False,
+) -> dict[str, Any]:
+    """One grid cell: its result row, or a ``status: failed`` row with the cause (never raises, but
+    :class:`seqvae.training.RunInterrupted`, which stops the whole grid)."""
+    from seqvae.training import RunInterrupted, run_experiment
+
+    try:
+        row = finished_result(run_dir, cfg) if resume else None
+        if row is None:
+            return run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus, resume=resume)
+        log.info("cell %s finished before; reusing its result", run_dir.name)
+        return row
+    except RunInterrupted:  # the whole grid was asked to stop; its state is saved
+        raise
+    except Exception as exc:  # one failed cell must not cost the rest of the grid
+        log.error("cell %s failed: %s", run_dir.name, exc)
+        log.debug("%s", traceback.format_exc())
+        return {**cfg.component_names(), "seed": cfg.train.seed, "metrics": None, "collapsed": None,
+                "components": {}, "run_dir": str(run_dir), "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
+def _worker_init(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+    logging.basicConfig(level=logging.WARNING)
+
+
+def _worker_cell(cfg_json: dict, run_dir: str, cache_dir: Any, corpus: Any, resume: bool) -> dict[str, Any]:
+    from seqvae.config import validate_experiment
+
+    return run_cell(validate_experiment(cfg_json), Path(run_dir), cache_dir=cache_dir, corpus=corpus, resume=resume)
+
+
 def run_grid(
     configs: list[ExperimentConfig],
     out_dir: str | Path,
@@ -105,6 +141,7 @@ def run_grid(
     on_result: Callable[[dict[str, Any]], None] | None = None,
     corpora: dict[str, Any] | None = None,
     resume: bool = False,
+    parallel: int = 1,
 ) -> list[dict[str, Any]]:
     """Train and evaluate every config; a failing cell is recorded (status ``failed``) and the grid goes on.
 
@@ -113,39 +150,77 @@ def run_grid(
     and shared by the cells that use it; ``corpora`` may hold some already loaded, keyed by
     :func:`dataset_key`. With ``resume``, finished cells are reused as they are and unfinished ones
     continue from their last checkpoint (see :func:`seqvae.training.run_experiment`).
+
+    ``parallel`` > 1 runs that many cells at once in worker processes, each with
+    ``cpu_count // parallel`` threads, so the cores are shared, not oversubscribed. The rows come
+    back in grid order whatever order the cells finish in.
     """
-    from seqvae.training import RunInterrupted, run_experiment
+    from seqvae.distributed import is_rank_zero
 
     corpora = dict(corpora or {})
-
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    write_grid(out_dir, configs)
-    (out_dir / "results.jsonl").unlink(missing_ok=True)
-    rows = []
-    for i, cfg in enumerate(configs):
-        run_dir = out_dir / cell_name(i, cfg)
-        log.info("cell %d/%d: %s", i + 1, len(configs), run_dir.name)
-        try:
-            row = finished_result(run_dir, cfg) if resume else None
-            if row is None:
-                corpus = load_corpora([cfg], cache_dir, corpora)[dataset_key(cfg)]
-                row = run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus,
-                                     resume=resume)
-            else:
-                log.info("cell %s finished before; reusing its result", run_dir.name)
-        except RunInterrupted:  # the whole grid was asked to stop; its state is saved
-            raise
-        except Exception as exc:  # one failed cell must not cost the rest of the grid
-            log.error("cell %s failed: %s", run_dir.name, exc)
-            log.debug("%s", traceback.format_exc())
-            names = cfg.component_names()
-            row = {**names, "seed": cfg.train.seed, "metrics": None, "collapsed": None,
-                   "components": {}, "run_dir": str(run_dir), "status": "failed",
-                   "error": f"{type(exc).__name__}: {exc}"}
-        with open(out_dir / "results.jsonl", "a", encoding="utf-8") as fh:
-            fh.write(json.dumps(row) + "\n")
-        rows.append(row)
+    rank0 = is_rank_zero()  # the other processes of a multi-device launch only train
+    if rank0:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        write_grid(out_dir, configs)
+        (out_dir / "results.jsonl").unlink(missing_ok=True)
+
+    def record(row: dict[str, Any]) -> None:
+        if rank0:
+            with open(out_dir / "results.jsonl", "a", encoding="utf-8") as fh:
+                fh.write(json.dumps(row) + "\n")
         if on_result:
             on_result(row)
+
+    dirs = [out_dir / cell_name(i, cfg) for i, cfg in enumerate(configs)]
+    if parallel > 1 and len(configs) > 1:
+        return _run_parallel(configs, dirs, cache_dir, corpora, resume, parallel, record)
+    rows = []
+    for i, (cfg, run_dir) in enumerate(zip(configs, dirs)):
+        log.info("cell %d/%d: %s", i + 1, len(configs), run_dir.name)
+        try:
+            corpus = load_corpora([cfg], cache_dir, corpora)[dataset_key(cfg)]
+        except Exception as exc:  # recorded like any other failure of the cell
+            corpus, failure = None, exc
+        else:
+            failure = None
+        if failure is not None:
+            row = {**cfg.component_names(), "seed": cfg.train.seed, "metrics": None, "collapsed": None,
+                   "components": {}, "run_dir": str(run_dir), "status": "failed",
+                   "error": f"{type(failure).__name__}: {failure}"}
+        else:
+            row = run_cell(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus, resume=resume)
+        record(row)
+        rows.append(row)
     return rows
+
+
+def _run_parallel(configs: list[ExperimentConfig], dirs: list[Path], cache_dir: Any, corpora: dict[str, Any],
+                  resume: bool, parallel: int, record: Callable[[dict[str, Any]], None]) -> list[dict[str, Any]]:
+    """Cells in ``parallel`` spawned worker processes sharing the cores; rows in grid order."""
+    import multiprocessing as mp
+    import os
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // parallel)
+    load_corpora(configs, cache_dir, corpora)
+    log.info("running %d cells, %d at a time with %d thread(s) each", len(configs), parallel, threads)
+    rows: list[dict[str, Any] | None] = [None] * len(configs)
+    with ProcessPoolExecutor(parallel, mp_context=mp.get_context("spawn"), initializer=_worker_init,
+                             initargs=(threads,)) as pool:
+        futures = {pool.submit(_worker_cell, cfg.model_dump(mode="json"), str(d), cache_dir,
+                               corpora[dataset_key(cfg)], resume): i
+                   for i, (cfg, d) in enumerate(zip(configs, dirs))}
+        for fut in as_completed(futures):
+            i = futures[fut]
+            try:
+                row = fut.result()
+            except Exception as exc:  # the worker process itself died (e.g. killed for memory)
+                cfg = configs[i]
+                row = {**cfg.component_names(), "seed": cfg.train.seed, "metrics": None, "collapsed": None,
+                       "components": {}, "run_dir": str(dirs[i]), "status": "failed",
+                       "error": f"{type(exc).__name__}: {exc}"}
+            log.info("cell %d/%d finished: %s (%s)", i + 1, len(configs), dirs[i].name, row["status"])
+            record(row)
+            rows[i] = row
+    return [r for r in rows if r is not None]

@@ -59,6 +59,7 @@ class BucketedBatches(IterableDataset):
         self.batch_size, self.bucket_factor, self.seed = batch_size, bucket_factor, seed
         self.position = position
         self.next_step = 0
+        self.rank, self.world = 0, 1  # data-parallel training: this process's share of every batch
 
     def __len__(self) -> int:
         return -(-len(self.store) // self.batch_size)
@@ -71,6 +72,8 @@ class BucketedBatches(IterableDataset):
         self.next_step = start
         for idx in plan[offset:]:
             self.next_step += 1
+            if self.world > 1:  # rows rank, rank + world, ...: equal shares of the global batch
+                idx = idx[self.rank :: self.world] if len(idx) >= self.world else idx[self.rank % len(idx) :][:1]
             yield self.store.batch(idx, self.vocab)
 
 
@@ -108,6 +111,8 @@ class TextDataModule(L.LightningDataModule):
             self.corpus.split("train"), self.corpus.vocab, self.batch_size, self.bucket_factor, self.seed,
             position=(lambda: trainer.global_step) if trainer is not None else None,
         )
+        if trainer is not None and trainer.world_size > 1:
+            ds.rank, ds.world = trainer.global_rank, trainer.world_size
         # its own generator: a DataLoader draws a base seed at every iter(), and from the global RNG
         # that draw would make the training noise depend on when the loop asks for a new iterator
         return _PositionedLoader(ds, batch_size=None, collate_fn=_identity, generator=torch.Generator())

@@ -36,6 +36,8 @@ class AEPretrainStrategy(Strategy):
     def compatibility(cls, config: ComponentConfig, experiment: Any) -> str | None:
         if not experiment.has_latent:
             return "needs a latent variable (the language-model baseline has none)"
+        if experiment.train.world_size > 1:
+            return "changes parameters outside the optimizer step, which data-parallel training does not sync: use one device"
         return None
 
     def pretrain_steps(self, total_steps: int) -> int:
