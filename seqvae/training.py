@@ -117,7 +117,7 @@ class VAESystem(L.LightningModule):
         self.train_seconds_before = 0.0  # training time spent before a resume
         self._started = time.perf_counter()
         self._restored: dict[str, Any] | None = None
-        self._last_finite: tuple[int, dict[str, torch.Tensor]] | None = None
+        self._last_finite: tuple[torch.Tensor, ...] | None = None  # see _check_finite
         self._train_rng: torch.Tensor | None = None
 
     def forward(self, batch: Batch):
@@ -182,19 +182,39 @@ class VAESystem(L.LightningModule):
         return out.loss
 
     def _check_finite(self, out: Any) -> None:
-        """Stop the run at the first NaN/inf loss, naming the step and the last finite terms."""
+        """Stop the run at the first NaN/inf loss, naming the step and the last finite terms.
+
+        The first bad step and the last finite terms are tracked on the device; the host looks at
+        them every step on CPU (free) and every ``train.log_every`` steps on an accelerator, so
+        training has no per-step host synchronisation there. The message is the same either way.
+        """
         step = self.global_step
-        if bool(torch.isfinite(out.loss)):
-            self._last_finite = (step, {k: v.detach() for k, v in out.terms.items()})
-            return
-        terms = ", ".join(f"{k} {float(v.detach()):.4g}" for k, v in out.terms.items())
+        names = list(out.terms)
+        values = torch.stack([v.detach().float() for v in out.terms.values()])  # n terms
+        bad = ~torch.isfinite(out.loss.detach())
         if self._last_finite is None:
+            self._last_finite = (torch.full((), -1, device=values.device), torch.full_like(values, float("nan")),
+                                 torch.full((), -1, device=values.device), values)
+        first_bad, last_values, last_step, bad_values = self._last_finite
+        first_bad = torch.where(bad & (first_bad < 0), torch.full_like(first_bad, step), first_bad)
+        ok = ~bad & (first_bad < 0)
+        last_values = torch.where(ok, values, last_values)
+        last_step = torch.where(ok, torch.full_like(last_step, step), last_step)
+        bad_values = torch.where(bad & (first_bad == step), values, bad_values)
+        self._last_finite = (first_bad, last_values, last_step, bad_values)
+        if values.device.type != "cpu" and (step + 1) % self.cfg.train.log_every != 0:
+            return
+        if int(first_bad) < 0:
+            return
+        terms = ", ".join(f"{k} {float(v):.4g}" for k, v in zip(names, bad_values.tolist()))
+        if int(last_step) < 0:
             before = "no finite loss before it"
         else:
-            last_step, last = self._last_finite
-            before = f"last finite at step {last_step}: " + ", ".join(f"{k} {float(v):.4g}" for k, v in last.items())
+            before = f"last finite at step {int(last_step)}: " + ", ".join(
+                f"{k} {float(v):.4g}" for k, v in zip(names, last_values.tolist()))
+        loss = bad_values[names.index("loss")].item() if "loss" in names else float("nan")
         raise NonFiniteLossError(
-            f"the training loss is {float(out.loss.detach())} at step {step} ({terms}); {before}. "
+            f"the training loss is {loss} at step {int(first_bad)} ({terms}); {before}. "
             "Lower train.lr or set train.grad_clip"
         )
 
