@@ -457,7 +457,8 @@ def eval_(
             f"{path}: the checkpoint's vocabulary ({len(vocab)} words) differs from the corpus's "
             f"({len(corpus.vocab)} words); is --data-dir the corpus it was trained on?"
         )
-    result = {"checkpoint": str(path), **evaluate_run(model, cfg, corpus, split=split, iw_samples=iw_samples)}
+    result = {"checkpoint": str(path), **evaluate_run(model, cfg, corpus, split=split, iw_samples=iw_samples,
+                                                      checkpoint=path if target.is_dir() else None)}
     result = {**cfg.component_names(), "seed": cfg.train.seed, **result, "collapsed": result["metrics"]["collapsed"], "status": "ok"}
     if target.is_dir():
         k = result["metrics"].get("iw_samples", 0)

@@ -30,7 +30,9 @@ Evaluation runs in ``eval()`` mode (no dropout, no input corruption) with a seed
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterable
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -43,6 +45,7 @@ from seqvae.model import SequenceVAE
 __all__ = [
     "COLLAPSE_RULE",
     "active_units",
+    "batch_generator",
     "batch_mutual_information",
     "evaluate",
     "iw_log_likelihood",
@@ -134,6 +137,39 @@ def iw_log_likelihood(
     return torch.logsumexp(torch.cat(log_w), dim=0) - math.log(k)  # b
 
 
+def _load_partial(path: str | Path | None, key: str, device: Any) -> dict[str, Any]:
+    """The running sums of an interrupted evaluation with the same ``key``, or fresh ones."""
+    def zero() -> Tensor:
+        return torch.zeros((), dtype=torch.float64, device=device)
+
+    fresh = {"done": 0, "n": 0, "tokens": 0, "rec": zero(), "kl": zero(), "kl_dim": None, "mi": zero(), "iw": zero(),
+             "shuffled": zero(), "means": [], "kl_analytic": True, "seconds": 0.0}
+    if path is None or not Path(path).exists():
+        return fresh
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # a torn or foreign file: start over
+        return fresh
+    if not isinstance(state, dict) or state.get("key") != key:
+        return fresh
+    acc = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in state["acc"].items()}
+    acc["means"] = list(state["acc"]["means"])
+    return acc
+
+
+def _save_partial(path: str | Path, key: str, acc: dict[str, Any]) -> None:
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    state = {k: (v.cpu() if isinstance(v, Tensor) else v) for k, v in acc.items()}
+    torch.save({"key": key, "acc": state}, tmp)
+    tmp.replace(path)
+
+
+def batch_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """The generator that :func:`evaluate` draws batch ``index``'s noise from (seeded by ``seed`` and ``index``)."""
+    return torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
+
+
 @torch.no_grad()
 def evaluate(
     model: SequenceVAE,
@@ -145,41 +181,62 @@ def evaluate(
     mi_batch_size: int = 32,
     iw_samples: int = 0,
     device: torch.device | str | None = None,
+    partial: str | Path | None = None,
+    partial_key: str = "",
+    stats: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Compute the metric set on ``batches`` (see the module docstring). Returns plain Python values."""
+    """Compute the metric set on ``batches`` (see the module docstring). Returns plain Python values.
+
+    Batch ``i`` draws its noise from a generator seeded with ``(seed, i)``, so the result does not
+    depend on which batches ran in this call. With ``partial``, the running sums are saved there
+    (atomically) after every batch, tagged with ``partial_key``; a later call with the same file and
+    key skips the batches already done, so an interrupted long evaluation (K = 500) continues. The
+    file is removed when the evaluation completes. ``stats``, when given, receives
+    ``resumed_batches`` (batches taken from the file) and ``seconds`` (evaluation time summed over
+    the calls that made this result).
+    """
     was_training = model.training
     model.eval()
     device = device or next(model.parameters()).device
-    g = torch.Generator(device=device).manual_seed(seed)
     has_latent = model.ctx.latent_dim > 0
     if not has_latent:
         iw_samples = min(iw_samples, 1)  # exact: every importance weight equals p(x)
-    rec_sum = torch.zeros((), dtype=torch.float64, device=device)
-    kl_sum = torch.zeros((), dtype=torch.float64, device=device)
-    kl_dim_sum: Tensor | None = None
-    mi_sum = torch.zeros((), dtype=torch.float64, device=device)
-    iw_sum = torch.zeros((), dtype=torch.float64, device=device)
-    shuffled_sum = torch.zeros((), dtype=torch.float64, device=device)
-    n = tokens = 0
-    means = []
-    kl_analytic = True
-    for batch in batches:
+    batches = list(batches)
+    key = f"{partial_key}|seed={seed}|k={iw_samples}|batches={len(batches)}|mi={mi_batch_size}"
+    acc = _load_partial(partial, key, device)
+    resumed = acc["done"]
+    kl_analytic = acc["kl_analytic"]
+    for i, batch in enumerate(batches):
+        if i < acc["done"]:
+            continue
+        started = time.perf_counter()
+        g = batch_generator(seed, i, device)
         batch = batch.to(device)
         post = model.encode(batch)
         z = post.rsample(generator=g)
         rec = model.reconstruction_nll(batch, z)
         kl_out = model.prior.kl(post, g)
         kl_dim, kl_analytic = kl_out.per_dim, kl_analytic and kl_out.analytic
-        rec_sum += rec.double().sum()
-        shuffled_sum += model.reconstruction_nll(batch, torch.roll(z, 1, dims=0)).double().sum()
+        acc["rec"] += rec.double().sum()
+        acc["shuffled"] += model.reconstruction_nll(batch, torch.roll(z, 1, dims=0)).double().sum()
         if iw_samples:
-            iw_sum -= iw_log_likelihood(model, batch, iw_samples, generator=g, posterior=post).double().sum()
-        kl_sum += kl_dim.double().sum()
-        kl_dim_sum = kl_dim.double().sum(0) if kl_dim_sum is None else kl_dim_sum + kl_dim.double().sum(0)
-        mi_sum += _mi_sum(post, z, mi_batch_size)
-        means.append(post.mean.float().cpu())
-        n += batch.size
-        tokens += int(batch.lengths.sum())
+            acc["iw"] -= iw_log_likelihood(model, batch, iw_samples, generator=g, posterior=post).double().sum()
+        acc["kl"] += kl_dim.double().sum()
+        acc["kl_dim"] = kl_dim.double().sum(0) if acc["kl_dim"] is None else acc["kl_dim"] + kl_dim.double().sum(0)
+        acc["mi"] += _mi_sum(post, z, mi_batch_size)
+        acc["means"].append(post.mean.float().cpu())
+        acc["n"] += batch.size
+        acc["tokens"] += int(batch.lengths.sum())
+        acc["done"], acc["kl_analytic"] = i + 1, kl_analytic
+        acc["seconds"] += time.perf_counter() - started
+        if partial is not None and i + 1 < len(batches):
+            _save_partial(partial, key, acc)
+    if partial is not None:
+        Path(partial).unlink(missing_ok=True)
+    if stats is not None:
+        stats.update(resumed_batches=resumed, seconds=acc["seconds"])
+    rec_sum, kl_sum, kl_dim_sum, mi_sum = acc["rec"], acc["kl"], acc["kl_dim"], acc["mi"]
+    iw_sum, shuffled_sum, n, tokens, means = acc["iw"], acc["shuffled"], acc["n"], acc["tokens"], acc["means"]
     model.train(was_training)
     if n == 0:
         raise ValueError("cannot evaluate on an empty split")

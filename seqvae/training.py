@@ -320,20 +320,35 @@ def evaluate_run(
     split: str | None = None,
     iw_samples: int | None = None,
     device: torch.device | str = "cpu",
+    checkpoint: Path | None = None,
 ) -> dict[str, Any]:
     """The metric set of ``model`` on a split of ``corpus`` with the settings of ``cfg.eval``.
 
-    ``split`` and ``iw_samples`` override the config's. Timing is added as ``eval_seconds``.
+    ``split`` and ``iw_samples`` override the config's. Timing is added as ``eval_seconds``. With
+    ``checkpoint`` (the file the model was loaded from or saved to), the running sums are kept in
+    ``eval-partial-<split>-k<K>.pt`` next to it, so an interrupted evaluation continues where it
+    stopped (for this same checkpoint file) instead of starting over.
     """
     e = cfg.eval
     split = split or e.split
+    k = e.iw_samples if iw_samples is None else iw_samples
     start = time.perf_counter()
     batches = eval_batches(corpus.split(split), corpus.vocab, cfg.data.eval_batch_size)
+    partial, key = None, ""
+    if checkpoint is not None and Path(checkpoint).exists():
+        st = Path(checkpoint).stat()
+        partial = Path(checkpoint).with_name(f"eval-partial-{split}-k{k}.pt")
+        key = f"{Path(checkpoint).name}:{st.st_mtime_ns}:{st.st_size}|{split}"
+    stats: dict[str, Any] = {}
     metrics = evaluate(
         model, batches, seed=cfg.train.seed, au_threshold=e.au_threshold, collapse_kl=e.collapse_kl,
-        iw_samples=e.iw_samples if iw_samples is None else iw_samples, device=device,
+        iw_samples=k, device=device, partial=partial, partial_key=key, stats=stats,
     )
-    return {"split": split, "metrics": metrics, "eval_seconds": round(time.perf_counter() - start, 3)}
+    out = {"split": split, "metrics": metrics, "eval_seconds": round(time.perf_counter() - start, 3)}
+    if stats.get("resumed_batches"):  # continued an interrupted evaluation: report the time of all its parts
+        out["eval_seconds"] = round(stats["seconds"], 3)
+        out["eval_resumed_batches"] = stats["resumed_batches"]
+    return out
 
 
 def run_experiment(
@@ -389,7 +404,7 @@ def run_experiment(
         model, trained, device = _train(cfg, run_dir, corpus, progress, ckpt)
         if not rank0:
             return {"status": "ok", "rank": global_rank(), "run_dir": str(run_dir)}
-    evaluated = evaluate_run(model, cfg, corpus, device=device)
+    evaluated = evaluate_run(model, cfg, corpus, device=device, checkpoint=run_dir / "checkpoint.pt")
     metrics = evaluated["metrics"]
     result = {
         **cfg.component_names(),
@@ -401,6 +416,7 @@ def run_experiment(
         "run_dir": str(run_dir),
         **trained,
         "eval_seconds": evaluated["eval_seconds"],
+        **({"eval_resumed_batches": evaluated["eval_resumed_batches"]} if "eval_resumed_batches" in evaluated else {}),
         "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
                  if k in corpus.info},
         "versions": _versions(),
