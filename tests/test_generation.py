@@ -166,7 +166,7 @@ def test_a_checkpoint_with_a_code_payload_is_refused_and_never_runs(tmp_path, wr
     if writer == "torch.save":
         torch.save(payload, evil)
     else:
-        evil.write_bytes(pickle.dumps(payload))
+        evil.write_bytes(pickle.dumps(payload, protocol=2))
     with pytest.raises(ValueError, match="not a readable seqvae checkpoint"):
         load_checkpoint(evil)
     assert not marker.exists()
