@@ -393,12 +393,11 @@ def run_experiment(
     else:
         ckpt = run_dir / RESUME_FILE
         if not (resume and ckpt.exists() and _same_config(run_dir, cfg)):
-            for stale in ((ckpt, run_dir / "trained.json", run_dir / "result.json", run_dir / "logs" / "metrics.csv",
-                           run_dir / "logs" / PREVIOUS_METRICS) if rank0 else ()):
-                stale.unlink(missing_ok=True)
-            ckpt = None
-            if rank0:
+            if rank0:  # a fresh start: nothing of an earlier run in this folder may be mistaken for this one's
+                for name in (RESUME_FILE, "trained.json", "result.json", "logs/metrics.csv", f"logs/{PREVIOUS_METRICS}"):
+                    (run_dir / name).unlink(missing_ok=True)
                 (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
+            ckpt = None
         else:
             log.info("%s: resuming the interrupted training from %s", run_dir, ckpt.name)
         model, trained, device = _train(cfg, run_dir, corpus, progress, ckpt)
