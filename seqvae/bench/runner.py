@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
 
-__all__ = ["GRID_FILE", "cell_name", "run_cell", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
+__all__ = ["GRID_FILE", "cell_name", "failed_row", "run_cell", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
            "write_grid"]
 
 log = logging.getLogger(__name__)
@@ -96,6 +96,12 @@ def load_corpora(
     return corpora
 
 
+def failed_row(cfg: ExperimentConfig, run_dir: Path, exc: BaseException) -> dict[str, Any]:
+    """The ``status: failed`` row of a cell, with its cause."""
+    return {**cfg.component_names(), "seed": cfg.train.seed, "metrics": None, "collapsed": None, "components": {},
+            "run_dir": str(run_dir), "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+
+
 def run_cell(
     cfg: ExperimentConfig, run_dir: Path, *, cache_dir: str | Path | None = None, progress: bool = False,
     corpus: Any = None, resume: bool = False,
@@ -115,8 +121,7 @@ def run_cell(
     except Exception as exc:  # one failed cell must not cost the rest of the grid
         log.error("cell %s failed: %s", run_dir.name, exc)
         log.debug("%s", traceback.format_exc())
-        return {**cfg.component_names(), "seed": cfg.train.seed, "metrics": None, "collapsed": None,
-                "components": {}, "run_dir": str(run_dir), "status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+        return failed_row(cfg, run_dir, exc)
 
 
 def _worker_init(threads: int) -> None:
@@ -181,13 +186,7 @@ def run_grid(
         try:
             corpus = load_corpora([cfg], cache_dir, corpora)[dataset_key(cfg)]
         except Exception as exc:  # recorded like any other failure of the cell
-            corpus, failure = None, exc
-        else:
-            failure = None
-        if failure is not None:
-            row = {**cfg.component_names(), "seed": cfg.train.seed, "metrics": None, "collapsed": None,
-                   "components": {}, "run_dir": str(run_dir), "status": "failed",
-                   "error": f"{type(failure).__name__}: {failure}"}
+            row = failed_row(cfg, run_dir, exc)
         else:
             row = run_cell(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus, resume=resume)
         record(row)
@@ -216,10 +215,7 @@ def _run_parallel(configs: list[ExperimentConfig], dirs: list[Path], cache_dir: 
             try:
                 row = fut.result()
             except Exception as exc:  # the worker process itself died (e.g. killed for memory)
-                cfg = configs[i]
-                row = {**cfg.component_names(), "seed": cfg.train.seed, "metrics": None, "collapsed": None,
-                       "components": {}, "run_dir": str(dirs[i]), "status": "failed",
-                       "error": f"{type(exc).__name__}: {exc}"}
+                row = failed_row(configs[i], dirs[i], exc)
             log.info("cell %d/%d finished: %s (%s)", i + 1, len(configs), dirs[i].name, row["status"])
             record(row)
             rows[i] = row
