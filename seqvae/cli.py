@@ -282,6 +282,7 @@ def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[b
 def _rerun(run_dir: Path, out_dir: Optional[Path], overwrite: bool, cache_dir: Optional[Path],
            progress: Optional[bool], as_json: bool) -> None:
     """``seqvae bench --rerun RUN_DIR``: train the stored config again and compare every metric."""
+    from seqvae.bench.runner import compare_metrics
     from seqvae.training import run_experiment
 
     try:
@@ -310,22 +311,6 @@ def _rerun(run_dir: Path, out_dir: Optional[Path], overwrite: bool, cache_dir: O
         out.print(f"reproduced: all {n} numeric metrics of {run_dir} are equal in {target}")
     if diffs:
         raise typer.Exit(1)
-
-
-def compare_metrics(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-9) -> list[dict[str, Any]]:
-    """The metrics whose values differ between two ``result.json`` metric dicts (numbers within ``rel``)."""
-    diffs = []
-    for key in sorted(set(a) | set(b)):
-        x, y = a.get(key), b.get(key)
-        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
-            same = abs(x - y) <= rel * max(1.0, abs(x), abs(y))
-        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
-            same = not compare_metrics(dict(enumerate(x)), dict(enumerate(y)), rel)
-        else:
-            same = x == y
-        if not same:
-            diffs.append({"metric": key, "original": x, "rerun": y})
-    return diffs
 
 
 def _set_data_dir(raw: dict[str, Any], data_dir: Path) -> None:

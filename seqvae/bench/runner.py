@@ -10,7 +10,7 @@ from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
 
-__all__ = ["GRID_FILE", "cell_name", "failed_row", "run_cell", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
+__all__ = ["GRID_FILE", "cell_name", "compare_metrics", "failed_row", "run_cell", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
            "write_grid"]
 
 log = logging.getLogger(__name__)
@@ -94,6 +94,22 @@ def load_corpora(
         if key not in corpora:
             corpora[key] = load_corpus(cfg.data.dataset, cache_dir)
     return corpora
+
+
+def compare_metrics(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-9) -> list[dict[str, Any]]:
+    """The metrics whose values differ between two ``result.json`` metric dicts (numbers within ``rel``)."""
+    diffs = []
+    for key in sorted(set(a) | set(b)):
+        x, y = a.get(key), b.get(key)
+        if isinstance(x, (int, float)) and isinstance(y, (int, float)) and not isinstance(x, bool):
+            same = abs(x - y) <= rel * max(1.0, abs(x), abs(y))
+        elif isinstance(x, list) and isinstance(y, list) and len(x) == len(y):
+            same = not compare_metrics(dict(enumerate(x)), dict(enumerate(y)), rel)
+        else:
+            same = x == y
+        if not same:
+            diffs.append({"metric": key, "original": x, "rerun": y})
+    return diffs
 
 
 def failed_row(cfg: ExperimentConfig, run_dir: Path, exc: BaseException) -> dict[str, Any]:
