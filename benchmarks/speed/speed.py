@@ -10,6 +10,7 @@ number of timed steps after a warm-up, it measures tokens/s of
 (b) a lean plain-PyTorch loop: the same math on length-bucketed padded batches, one fused
     ``cross_entropy``, fp32;
 (c) seqvae's own training path (Lightning, ``VAESystem``), in fp32 and in bf16-mixed;
+(d) seqvae's model and batches in a plain loop without Lightning (c_fp32 against d is Lightning's cost);
 
 and prints the ratios c/a and c/b, the model's training FLOPs per token (counted below), and the
 share of the measured matmul peak (fp32 and bf16) each loop reaches. It then times PTB-test IW-NLL
@@ -286,6 +287,36 @@ def loop_c(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     return {"tokens_per_s": tokens / (marks["end"] - marks["start"]), "model": model}
 
 
+def loop_d(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: str) -> dict:
+    """seqvae's own model and batches in a plain loop without Lightning: c_fp32 / d is Lightning's cost."""
+    from seqvae.composer import build_model
+    from seqvae.config import validate_experiment
+    from seqvae.data.datamodule import BucketedBatches
+
+    cfg = validate_experiment(seqvae_config(cell, data_dir, warmup + steps, "32-true", device))
+    model = build_model(cfg, corpus.vocab).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    stream = BucketedBatches(corpus.split("train"), corpus.vocab, BATCH, cfg.data.bucket_factor, 0)
+    tokens, start, done = 0, None, 0
+    while done < warmup + steps:
+        for batch in stream:
+            if done == warmup:
+                _sync(device)
+                start, tokens = time.perf_counter(), 0
+            batch = batch.to(device)
+            out = model(batch, step=done, total_steps=warmup + steps)
+            opt.zero_grad(set_to_none=True)
+            out.loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            tokens += int(batch.lengths.sum())
+            done += 1
+            if done == warmup + steps:
+                break
+    _sync(device)
+    return {"tokens_per_s": tokens / (time.perf_counter() - start)}
+
+
 # ----------------------------------------------------------------------------------- IW-NLL
 
 
@@ -342,12 +373,14 @@ def main(argv: list[str] | None = None) -> int:
         res = {"train_flops_per_token": flops}
         res["a"] = loop_a(cell, corpus, args.steps, args.warmup, args.device)
         res["b"] = loop_b(cell, corpus, args.steps, args.warmup, args.device)
+        res["d"] = loop_d(cell, corpus, args.data_dir, args.steps, args.warmup, args.device)
         c32 = loop_c(cell, corpus, args.data_dir, args.steps, args.warmup, args.device, "32-true")
         c16 = loop_c(cell, corpus, args.data_dir, args.steps, args.warmup, args.device, "bf16-mixed")
         model = c32.pop("model")
         c16.pop("model")
         res["c_fp32"], res["c_bf16"] = c32, c16
-        for key, peak in (("a", peak32), ("b", peak32), ("c_fp32", peak32), ("c_bf16", peak16)):
+        res["lightning_overhead"] = res["d"]["tokens_per_s"] / c32["tokens_per_s"] - 1
+        for key, peak in (("a", peak32), ("b", peak32), ("d", peak32), ("c_fp32", peak32), ("c_bf16", peak16)):
             r = res[key]
             r["gflops"] = r["tokens_per_s"] * flops / 1e9
             r["of_fp32_peak"] = r["gflops"] / peak32
@@ -384,9 +417,9 @@ def _machine(device: str) -> str:
 
 
 def _summary(cell: str, r: dict) -> str:
-    a, b, c, c16 = (r[k]["tokens_per_s"] for k in ("a", "b", "c_fp32", "c_bf16"))
+    a, b, d, c, c16 = (r[k]["tokens_per_s"] for k in ("a", "b", "d", "c_fp32", "c_bf16"))
     best = max(c, c16)
-    return (f"{cell}: tokens/s a {a:,.0f} | b {b:,.0f} | c fp32 {c:,.0f} | c bf16 {c16:,.0f}; "
+    return (f"{cell}: tokens/s a {a:,.0f} | b {b:,.0f} | d {d:,.0f} | c fp32 {c:,.0f} | c bf16 {c16:,.0f}; "
             f"best c/a {best / a:.2f}, c/b {best / b:.2f}; IW-NLL K: {r['iw']['seconds']:.1f} s on "
             f"{r['iw']['sentences']} sentences = {r['iw']['over_floor']:.2f} x its fp32 FLOP floor")
 
@@ -405,19 +438,22 @@ def render(out: dict, args: argparse.Namespace) -> str:
         "",
         "Model: PTB (10k words), embedding 300, RNN 256 (encoder and decoder), latent 16, batch 32, Adam, clip 5.",
         "Loops: (a) research loop (fixed-length padding, default collate, sort + pack, log_softmax + NLLLoss);",
-        "(b) lean plain PyTorch (bucketed padded batches, fused cross_entropy); (c) seqvae (Lightning).",
+        "(b) lean plain PyTorch (bucketed padded batches, fused cross_entropy); (c) seqvae (Lightning);",
+        "(d) seqvae's model and batches in a plain loop (no Lightning).",
         "",
         "| cell | loop | tokens/s | GFLOP/s | of fp32 peak | of bf16 peak | c / this |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
     for cell, r in out["cells"].items():
         best = max(r["c_fp32"]["tokens_per_s"], r["c_bf16"]["tokens_per_s"])
-        for key, name in (("a", "(a) research"), ("b", "(b) lean"), ("c_fp32", "(c) seqvae fp32"),
-                          ("c_bf16", "(c) seqvae bf16-mixed")):
+        for key, name in (("a", "(a) research"), ("b", "(b) lean"), ("d", "(d) seqvae model, plain loop"),
+                          ("c_fp32", "(c) seqvae fp32"), ("c_bf16", "(c) seqvae bf16-mixed")):
             x = r[key]
             lines.append(f"| {cell} | {name} | {x['tokens_per_s']:,.0f} | {x['gflops']:.1f} | "
                          f"{x['of_fp32_peak']:.1%} | {x['of_bf16_peak']:.1%} | {best / x['tokens_per_s']:.2f} |")
-    lines += ["", "Training FLOPs per token (3 x the forward matmuls): "
+    lines += ["", "Lightning's cost (loop (d), seqvae's model and batches without Lightning, against (c) fp32): "
+              + ", ".join(f"{c} {r['lightning_overhead']:+.1%}" for c, r in out["cells"].items()) + ".",
+              "", "Training FLOPs per token (3 x the forward matmuls): "
               + ", ".join(f"{c} {r['train_flops_per_token'] / 1e6:.2f} MFLOP" for c, r in out["cells"].items()) + ".",
               "", "## IW-NLL", "",
               "| cell | K | sentences | tokens | seconds | fp32 FLOP floor (s) | x floor | full test, estimated (s) |",
