@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     for name in ("constant", "sigmoid"):
         steps, kl = zip(*curves[name]["train/kl"])
         axes[0].plot(steps, kl, lw=1, label=f"--schedule {name}")
-    axes[0].set(title="KL per sentence during training", xlabel="step", ylabel="nats")
+    axes[0].set(title="KL per sentence during training", xlabel="step", ylabel="nats (log scale)", yscale="log")
     axes[0].legend(fontsize=8)
     steps, beta = zip(*curves["sigmoid"]["train/beta"])
     axes[1].plot(steps, beta, lw=1, color="k", label="beta (sigmoid)")
@@ -89,7 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     steps, kl = zip(*curves["sigmoid"]["train/kl"])
     ax2.plot(steps, kl, lw=1, color="C1", label="KL")
     axes[1].set(title="Sigmoid annealing: beta and the KL", xlabel="step", ylabel="beta")
-    ax2.set_ylabel("KL (nats)")
+    ax2.set_ylabel("KL (nats, log scale)")
+    ax2.set_yscale("log")
     fig.tight_layout()
     fig.savefig(args.assets / "kl-collapse-vs-annealing.png", dpi=110)
     plt.close(fig)
@@ -124,7 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         *[cmd.replace(str(args.data_dir), "../shared/data/ptb") for _, (_, cmd) in runs.items()],
         "```",
         "",
-        "**1. Without annealing the KL collapses; with sigmoid annealing it rises, then settles.**",
+        "**1. Without annealing the KL collapses; with sigmoid annealing it rises while beta is near 0, "
+        "then falls as beta grows and settles above zero.**",
         "",
         f"![KL with beta = 1 from the start vs sigmoid annealing]({rel}/kl-collapse-vs-annealing.png)",
         "",
