@@ -276,6 +276,19 @@ class Decoder(nn.Module, _Component, ABC):
             return type(state)(self.reorder_state(v, index) for v in state)
         return state
 
+    def output_layer(self) -> nn.Linear | None:
+        """The final ``Linear`` from features to logits, when the decoder ends in one; default None.
+
+        With :meth:`forward_features` it lets evaluation compute the token NLL in row blocks that
+        stay in the CPU cache, and only at real (non-padding) positions, without ever holding the
+        whole ``b t v`` logits tensor. Optional: a decoder without it is evaluated from ``forward``.
+        """
+        return None
+
+    def forward_features(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor:
+        """The features ``b t h`` that :meth:`output_layer` maps to ``forward``'s logits (when it is not None)."""
+        raise NotImplementedError(f"{type(self).__name__} has no output_layer()")
+
 
 class Prior(nn.Module, _Component, ABC):
     """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``.

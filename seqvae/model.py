@@ -21,7 +21,31 @@ from seqvae.interfaces import (
     VAEOutput,
 )
 
-__all__ = ["SequenceVAE"]
+__all__ = ["NLL_BLOCK_ROWS", "SequenceVAE", "blocked_token_nll"]
+
+
+NLL_BLOCK_ROWS = 256
+
+
+def blocked_token_nll(
+    features: Tensor, layer: nn.Linear, targets: Tensor, pad_id: int, block: int = NLL_BLOCK_ROWS
+) -> Tensor:
+    """Token cross-entropy ``b t`` (0 at padding) of ``layer(features)`` for ``features: b t h``, ``targets: b t``.
+
+    Only the positions whose target is not ``pad_id`` are computed, ``block`` rows at a time, so the
+    ``block x v`` logits of one block fit in the cache; no ``b t v`` tensor is ever made.
+    """
+    b, t, _ = features.shape
+    flat_targets = rearrange(targets, "b t -> (b t)")
+    real = (flat_targets != pad_id).nonzero().squeeze(-1)  # n
+    rows = rearrange(features, "b t h -> (b t) h").index_select(0, real)  # n h
+    wanted = flat_targets.index_select(0, real)  # n
+    out = features.new_zeros(b * t, dtype=torch.float32)
+    parts = [F.cross_entropy(layer(rows[i : i + block]).float(), wanted[i : i + block], reduction="none")
+             for i in range(0, rows.shape[0], block)]
+    if parts:
+        out.index_copy_(0, real, torch.cat(parts))
+    return rearrange(out, "(b t) -> b t", b=b)
 
 
 class SequenceVAE(nn.Module):
@@ -62,8 +86,18 @@ class SequenceVAE(nn.Module):
         return self.prior.adapt_posterior(posterior)
 
     def reconstruction_nll(self, batch: Batch, z: Tensor, inputs: Tensor | None = None) -> Tensor:
-        """-log p(x|z) per sentence, ``b``; ``inputs`` defaults to the uncorrupted decoder inputs."""
+        """-log p(x|z) per sentence, ``b``; ``inputs`` defaults to the uncorrupted decoder inputs.
+
+        Without gradients (evaluation, IW-NLL) and with a decoder that exposes its
+        ``output_layer``, the vocabulary layer and the cross-entropy run in blocks of
+        ``NLL_BLOCK_ROWS`` real positions: the same numbers, with the logits of each block still in
+        the CPU cache when the cross-entropy reads them, and nothing spent on padding.
+        """
         inputs = batch.inputs if inputs is None else inputs
+        layer = None if torch.is_grad_enabled() else self.decoder.output_layer()
+        if layer is not None:
+            features = self.decoder.forward_features(inputs, z, batch.lengths)  # b t h
+            return blocked_token_nll(features, layer, batch.targets, self.ctx.pad_id).sum(-1)
         logits = self.decoder(inputs, z, batch.lengths)  # b t v
         return self.token_nll(logits, batch).sum(-1)
 

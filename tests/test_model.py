@@ -210,3 +210,22 @@ def test_an_interrupted_evaluation_reuses_the_finished_training(tmp_path):
     other = validate_experiment({**cfg.model_dump(mode="json"), "train": {"max_steps": 7}})
     run_experiment(other, tmp_path / "run", resume=True)
     assert ckpt.stat().st_mtime_ns != stamp  # another config: trained
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "gru"])
+def test_blocked_evaluation_nll_equals_the_full_logits_one(decoder):
+    """Without gradients the NLL is computed in row blocks at real positions only: same numbers."""
+    from seqvae.model import blocked_token_nll
+
+    model = tiny_model(decoder=decoder).eval()
+    batch = tiny_store(13).batch(torch.arange(13), VOCAB)  # lengths 1..8: plenty of padding
+    z = torch.randn(13, 3)
+    with torch.enable_grad():
+        full = model.token_nll(model.decoder(batch.inputs, z, batch.lengths), batch).sum(-1)
+    with torch.no_grad():
+        blocked = model.reconstruction_nll(batch, z)
+        feats = model.decoder.forward_features(batch.inputs, z, batch.lengths)
+        tiny_blocks = blocked_token_nll(feats, model.decoder.output_layer(), batch.targets, VOCAB.pad_id, block=3)
+    assert torch.allclose(blocked, full.detach(), atol=1e-5)
+    assert torch.allclose(tiny_blocks.sum(-1), full.detach(), atol=1e-5)
+    assert (tiny_blocks[batch.targets == VOCAB.pad_id] == 0).all()

@@ -10,7 +10,11 @@ number of timed steps after a warm-up, it measures tokens/s of
 (b) a lean plain-PyTorch loop: the same math on length-bucketed padded batches, one fused
     ``cross_entropy``, fp32;
 (c) seqvae's own training path (Lightning, ``VAESystem``), in fp32 and in bf16-mixed;
-(d) seqvae's model and batches in a plain loop without Lightning (c_fp32 against d is Lightning's cost);
+(d) seqvae's model, batches and optimizer in a plain loop without Lightning (c_fp32 against d is
+    Lightning's cost);
+
+Loops (a) and (b) use PyTorch's default Adam, as such code does; seqvae uses the fused Adam kernel
+(the same update), which is part of what (c) and (d) gain over (b).
 
 and prints the ratios c/a and c/b, the model's training FLOPs per token (counted below), and the
 share of the measured matmul peak (fp32 and bf16) each loop reaches. It then times PTB-test IW-NLL
@@ -293,9 +297,11 @@ def loop_d(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     from seqvae.config import validate_experiment
     from seqvae.data.datamodule import BucketedBatches
 
+    from seqvae.training import adam
+
     cfg = validate_experiment(seqvae_config(cell, data_dir, warmup + steps, "32-true", device))
     model = build_model(cfg, corpus.vocab).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    opt = adam(model.parameters(), 1e-3)  # seqvae's optimizer: loop (d) differs from (c) in Lightning only
     stream = BucketedBatches(corpus.split("train"), corpus.vocab, BATCH, cfg.data.bucket_factor, 0)
     tokens, start, done = 0, None, 0
     while done < warmup + steps:

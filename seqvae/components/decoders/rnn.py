@@ -70,8 +70,16 @@ class _RNNDecoder(Decoder):
 
     def forward(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor:
         """Teacher-forced logits ``b t v`` for ``inputs: b t`` given ``z: b d``."""
+        return self.out(self.forward_features(inputs, z, lengths))  # b t v
+
+    def forward_features(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor:
+        """The RNN's outputs ``b t h`` (after the output dropout), before the vocabulary layer."""
         out, _ = self.rnn(self._embed(inputs, z), self._initial(z))  # b t h
-        return self.out(self.output_dropout(out))  # b t v
+        return self.output_dropout(out)
+
+    def output_layer(self) -> nn.Linear:
+        """The vocabulary layer ``h -> v``."""
+        return self.out
 
     def init_state(self, z: Tensor) -> dict[str, Any]:
         """Decoding state before the first token."""

@@ -83,7 +83,7 @@ class AggressiveStrategy(Strategy):
         if self.config.encoder_optimizer == "sgd":
             self._optimizer = torch.optim.SGD(params, lr=self.config.encoder_lr or 1.0)
         else:
-            self._optimizer = torch.optim.Adam(params, lr=self.config.encoder_lr or system.cfg.train.lr)
+            self._optimizer = torch.optim.Adam(params, lr=self.config.encoder_lr or system.cfg.train.lr, fused=True)
         self.mi_history = [(0, self._validation_mi(system))]
 
     def _next_batch(self, device: torch.device) -> Batch:
