@@ -12,7 +12,7 @@ A finished cell (its ``result.json``) is reused, so the script can be stopped an
 
 Usage (from the repository root)::
 
-    python benchmarks/quality/tutorial.py                       # 2 epochs per run, K = 100
+    python benchmarks/quality/tutorial.py                       # 2 epochs per run, K = 50
     python benchmarks/quality/tutorial.py --max-steps 200 --iw-samples 5 --out /tmp/t --page /tmp/t.md
 """
 
@@ -56,7 +56,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=root.parent / "shared" / "data" / "ptb")
     p.add_argument("--max-steps", type=int, default=2630, help="Steps per run (2,630 = 2 epochs of PTB).")
-    p.add_argument("--iw-samples", type=int, default=100)
+    p.add_argument("--iw-samples", type=int, default=50)
     p.add_argument("--out", type=Path, default=root / "runs" / "tutorial")
     p.add_argument("--page", type=Path, default=Path(__file__).with_name("tutorial.md"))
     p.add_argument("--assets", type=Path, default=root / "docs" / "assets" / "tutorial")
