@@ -168,6 +168,10 @@ class VAESystem(L.LightningModule):
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
         self.strategy.before_optimizer_step(self, self.global_step)
+        # clipped here, not by Lightning: its mixed-precision plugin refuses to clip for a fused
+        # optimizer (it assumes a gradient scaler, which bf16 does not use)
+        if self.cfg.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.cfg.train.grad_clip)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         self.strategy.before_step(self, batch, self.global_step)
@@ -560,7 +564,6 @@ def _train(
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        gradient_clip_val=t.grad_clip or None,
         log_every_n_steps=t.log_every,
         val_check_interval=t.val_every if validate else None,
         check_val_every_n_epoch=None if validate else 1,

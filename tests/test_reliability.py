@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import pickle
 import signal
@@ -291,3 +292,12 @@ def test_an_interrupted_evaluation_continues_from_its_last_batch(tmp_path, monke
         (again["metrics"]["n_sentences"] % 8 > 0)
     assert again["metrics"] == straight["metrics"]
     assert not list((tmp_path / "run").glob("eval-partial-*.pt"))
+
+
+def test_bf16_mixed_training_with_gradient_clipping_runs(tmp_path):
+    """bf16-mixed with the fused Adam and clipping (Lightning's plugin refuses to clip for fused optimizers)."""
+    from seqvae.training import run_experiment
+
+    cfg = validate_experiment({**RAW, "train": {"max_steps": 6, "precision": "bf16-mixed", "grad_clip": 1.0}})
+    result = run_experiment(cfg, tmp_path / "run")
+    assert result["steps"] == 6 and all(math.isfinite(result["metrics"][k]) for k in ("neg_elbo", "iw_nll"))
