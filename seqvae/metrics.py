@@ -152,9 +152,7 @@ def _load_partial(path: str | Path | None, key: str, device: Any) -> dict[str, A
         return fresh
     if not isinstance(state, dict) or state.get("key") != key:
         return fresh
-    acc = {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in state["acc"].items()}
-    acc["means"] = list(state["acc"]["means"])
-    return acc
+    return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in state["acc"].items()}
 
 
 def _save_partial(path: str | Path, key: str, acc: dict[str, Any]) -> None:

@@ -71,6 +71,34 @@ def _sync(device: str) -> None:
         torch.cuda.synchronize()
 
 
+def timed_training(epoch, step, model: nn.Module, opt: torch.optim.Optimizer, steps: int, warmup: int,
+                   device: str) -> dict:
+    """Train ``warmup + steps`` steps; tokens/s over the last ``steps``.
+
+    ``epoch()`` yields one epoch of batches; ``step(batch, i)`` returns (loss, predicted tokens as a
+    tensor). Every loop shares this part (zero_grad, backward, clip 5, optimizer step), so the
+    loops differ only in their data and their model. Tokens are summed on the device: no per-step sync.
+    """
+    tokens, start, done = None, None, 0
+    while done < warmup + steps:
+        for batch in epoch():
+            if done == warmup:
+                _sync(device)
+                start, tokens = time.perf_counter(), 0
+            loss, n = step(batch, done)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            opt.step()
+            if tokens is not None:
+                tokens = tokens + n
+            done += 1
+            if done == warmup + steps:
+                break
+    _sync(device)
+    return {"tokens_per_s": float(tokens) / (time.perf_counter() - start)}
+
+
 def train_flops_per_token(cell: str, vocab: int) -> float:
     """Training FLOPs per predicted token: 3 x forward (backward = 2 x forward) of the matmuls.
 
@@ -155,28 +183,16 @@ def loop_a(cell: str, corpus, steps: int, warmup: int, device: str) -> dict:
     model = ResearchVAE(cell, len(vocab), vocab.pad_id).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     nll = nn.NLLLoss(ignore_index=vocab.pad_id, reduction="sum")
-    tokens, start, done = 0, None, 0
-    while done < warmup + steps:
-        for batch in loader:
-            if done == warmup:
-                _sync(device)
-                start, tokens = time.perf_counter(), 0
-            inp, tgt, length = batch["input"].to(device), batch["target"].to(device), batch["length"].to(device)
-            t = int(length.max())
-            logp, mean, logv = model(inp[:, :t], length)
-            rec = nll(logp.reshape(-1, logp.size(-1)), tgt[:, :t].reshape(-1))
-            kl = -0.5 * torch.sum(1 + logv - mean.pow(2) - logv.exp())
-            loss = (rec + kl) / inp.size(0)
-            opt.zero_grad()
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            tokens += int(length.sum())
-            done += 1
-            if done == warmup + steps:
-                break
-    _sync(device)
-    return {"tokens_per_s": tokens / (time.perf_counter() - start)}
+
+    def step(batch: dict, i: int):
+        inp, tgt, length = batch["input"].to(device), batch["target"].to(device), batch["length"].to(device)
+        t = int(length.max())
+        logp, mean, logv = model(inp[:, :t], length)
+        rec = nll(logp.reshape(-1, logp.size(-1)), tgt[:, :t].reshape(-1))
+        kl = -0.5 * torch.sum(1 + logv - mean.pow(2) - logv.exp())
+        return (rec + kl) / inp.size(0), length.sum()
+
+    return timed_training(lambda: loader, step, model, opt, steps, warmup, device)
 
 
 # ---------------------------------------------------------------------------------- loop (b)
@@ -220,24 +236,12 @@ def loop_b(cell: str, corpus, steps: int, warmup: int, device: str) -> dict:
     model = LeanVAE(cell, len(vocab), vocab.pad_id).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
-    tokens, start, done = 0, None, 0
-    while done < warmup + steps:
-        for idx in bucket_plan(store.lengths, BATCH, 50, g):
-            if done == warmup:
-                _sync(device)
-                start, tokens = time.perf_counter(), 0
-            batch = store.batch(idx, vocab).to(device)
-            loss = model.loss(batch.tokens, batch.lengths)  # the encoder reads <bos> and the words
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            tokens += int(batch.lengths.sum())
-            done += 1
-            if done == warmup + steps:
-                break
-    _sync(device)
-    return {"tokens_per_s": tokens / (time.perf_counter() - start)}
+
+    def step(idx: torch.Tensor, i: int):
+        batch = store.batch(idx, vocab).to(device)
+        return model.loss(batch.tokens, batch.lengths), batch.lengths.sum()  # the encoder reads <bos> and the words
+
+    return timed_training(lambda: bucket_plan(store.lengths, BATCH, 50, g), step, model, opt, steps, warmup, device)
 
 
 # ---------------------------------------------------------------------------------- loop (c)
@@ -282,7 +286,7 @@ def loop_c(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     dm = TextDataModule(corpus, BATCH, 64, cfg.data.bucket_factor, 0)
     trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, precision=precision, max_steps=warmup + steps,
                         max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                        enable_model_summary=False, gradient_clip_val=5.0, limit_val_batches=0,
+                        enable_model_summary=False, limit_val_batches=0,
                         num_sanity_val_steps=0, callbacks=[Clock()])
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
@@ -296,31 +300,18 @@ def loop_d(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     from seqvae.composer import build_model
     from seqvae.config import validate_experiment
     from seqvae.data.datamodule import BucketedBatches
-
     from seqvae.training import adam
 
     cfg = validate_experiment(seqvae_config(cell, data_dir, warmup + steps, "32-true", device))
     model = build_model(cfg, corpus.vocab).to(device)
     opt = adam(model.parameters(), 1e-3)  # seqvae's optimizer: loop (d) differs from (c) in Lightning only
     stream = BucketedBatches(corpus.split("train"), corpus.vocab, BATCH, cfg.data.bucket_factor, 0)
-    tokens, start, done = 0, None, 0
-    while done < warmup + steps:
-        for batch in stream:
-            if done == warmup:
-                _sync(device)
-                start, tokens = time.perf_counter(), 0
-            batch = batch.to(device)
-            out = model(batch, step=done, total_steps=warmup + steps)
-            opt.zero_grad(set_to_none=True)
-            out.loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-            opt.step()
-            tokens += int(batch.lengths.sum())
-            done += 1
-            if done == warmup + steps:
-                break
-    _sync(device)
-    return {"tokens_per_s": tokens / (time.perf_counter() - start)}
+
+    def step(batch, i: int):
+        batch = batch.to(device)
+        return model(batch, step=i, total_steps=warmup + steps).loss, batch.lengths.sum()
+
+    return timed_training(lambda: stream, step, model, opt, steps, warmup, device)
 
 
 # ----------------------------------------------------------------------------------- IW-NLL
