@@ -40,6 +40,7 @@ __all__ = [
     "load_checkpoint",
     "load_corpus",
     "run_experiment",
+    "same_config",
     "save_checkpoint",
     "write_plots",
 ]
@@ -402,7 +403,7 @@ def run_experiment(
         model.to(device)
     else:
         ckpt = run_dir / RESUME_FILE
-        if not (resume and ckpt.exists() and _same_config(run_dir, cfg)):
+        if not (resume and ckpt.exists() and same_config(run_dir, cfg)):
             if rank0:  # a fresh start: nothing of an earlier run in this folder may be mistaken for this one's
                 for name in (RESUME_FILE, "trained.json", "result.json", "logs/metrics.csv", f"logs/{PREVIOUS_METRICS}"):
                     (run_dir / name).unlink(missing_ok=True)
@@ -473,8 +474,12 @@ def _checkpoint_step(path: Path) -> int:
         raise ResumeError(f"{path}: not a readable resume checkpoint ({type(exc).__name__}: {first})") from None
 
 
-def _same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    """Whether ``run_dir/config.json`` is ``cfg`` (validated again with today's defaults)."""
+def same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
+    """Whether ``run_dir/config.json`` is ``cfg``.
+
+    The stored config is validated again with today's defaults before the comparison, so a config
+    field added later, whose default keeps the old behaviour, does not disown older runs.
+    """
     from seqvae.config import validate_experiment
 
     try:

@@ -35,15 +35,14 @@ def finished_result(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any
     The stored ``config.json`` is validated again with today's defaults before the comparison, so a
     config field added later, whose default keeps the old behaviour, does not disown older runs.
     """
-    from seqvae.config import ConfigError, validate_experiment
+    from seqvae.training import same_config
 
     run_dir = Path(run_dir)
     try:
         result = json.loads((run_dir / "result.json").read_text())
-        stored = validate_experiment(json.loads((run_dir / "config.json").read_text()))
-    except (OSError, ValueError, ConfigError):
+    except (OSError, ValueError):
         return None
-    if result.get("status") != "ok" or stored.model_dump(mode="json") != cfg.model_dump(mode="json"):
+    if result.get("status") != "ok" or not same_config(run_dir, cfg):
         return None
     return result
 
