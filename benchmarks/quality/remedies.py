@@ -28,7 +28,7 @@ from typing import Any
 from seqvae.bench.runner import finished_result
 from seqvae.bench.suites import suite_config
 from seqvae.config import validate_experiment
-from seqvae.training import load_corpus, run_experiment
+from seqvae.training import RunInterrupted, load_corpus, run_experiment
 
 #: Per-suite settings of the remedies: free-bits floor per dimension, vMF kappa, VampPrior
 #: pseudo-input length, and the dilated-CNN decoder (on the synthetic data, whose sentences are 10
@@ -164,6 +164,8 @@ def main(argv: list[str] | None = None) -> int:
         logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
         try:
             rows[name] = run_experiment(cfg, run_dir, corpus=corpus, resume=True)
+        except RunInterrupted:  # SIGTERM: stop the table here; the row's state is saved for the next run
+            raise
         except Exception as exc:  # keep the other rows
             logging.exception("row %s failed", name)
             rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
