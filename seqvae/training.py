@@ -382,7 +382,10 @@ def run_experiment(
     With ``resume``, the folder's own progress on this same config is used: a finished training
     (``trained.json`` + ``checkpoint.pt``) is only evaluated, and an interrupted one continues from
     ``resume.ckpt`` with its step, optimizer, strategy, RNG states and data order restored, so it
-    ends with the metrics an uninterrupted run would have. A folder holding another config starts over.
+    ends with the metrics an uninterrupted run would have. Only the training part of the config must
+    match: under other ``eval`` settings (say a different K) the training is still reused, and an
+    earlier result is kept as ``eval-<split>-k<K>.json``. A folder holding another training config
+    starts over.
 
     Returns:
         The ``result.json`` content.
@@ -398,12 +401,14 @@ def run_experiment(
     trained = _finished_training(run_dir, cfg) if resume else None
     if trained is not None:
         log.info("%s: training already finished; evaluating the saved checkpoint", run_dir)
+        if rank0:
+            _adopt_eval_settings(run_dir, cfg)
         model, _, _ = load_checkpoint(run_dir / "checkpoint.pt")
         device = torch.device("cuda" if t.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
         model.to(device)
     else:
         ckpt = run_dir / RESUME_FILE
-        if not (resume and ckpt.exists() and same_config(run_dir, cfg)):
+        if not (resume and ckpt.exists() and same_config(run_dir, cfg, training_only=True)):
             if rank0:  # a fresh start: nothing of an earlier run in this folder may be mistaken for this one's
                 for name in (RESUME_FILE, "trained.json", "result.json", "logs/metrics.csv", f"logs/{PREVIOUS_METRICS}"):
                     (run_dir / name).unlink(missing_ok=True)
@@ -411,6 +416,8 @@ def run_experiment(
             ckpt = None
         else:
             log.info("%s: resuming the interrupted training from %s", run_dir, ckpt.name)
+            if rank0:
+                _adopt_eval_settings(run_dir, cfg)
         model, trained, device = _train(cfg, run_dir, corpus, progress, ckpt)
         if not rank0:
             return {"status": "ok", "rank": global_rank(), "run_dir": str(run_dir)}
@@ -442,6 +449,29 @@ def run_experiment(
 
 
 PREVIOUS_METRICS = "metrics.before-resume.csv"
+TRAINED_FIELDS = ("steps", "train_tokens", "world_size", "train_seconds", "train_tokens_per_second",
+                  "strategy_state", "resumed")
+
+
+def _adopt_eval_settings(run_dir: Path, cfg: ExperimentConfig) -> None:
+    """Continue a run of ``cfg``'s training under ``cfg``'s evaluation settings, losing nothing.
+
+    ``config.json`` becomes ``cfg``. A finished result under other settings is kept as
+    ``eval-<split>-k<K>.json`` (the file ``seqvae eval`` writes) unless one is there already.
+    """
+    if same_config(run_dir, cfg):
+        return
+    try:
+        old = json.loads((run_dir / "result.json").read_text())
+    except (OSError, ValueError):
+        old = None
+    if old is not None and old.get("status") == "ok":
+        keep = run_dir / f"eval-{old.get('split')}-k{old.get('metrics', {}).get('iw_samples', 0)}.json"
+        if not keep.exists():
+            keep.write_text(json.dumps({"checkpoint": str(run_dir / "checkpoint.pt"), **old}, indent=2))
+            log.info("%s: the result under the earlier evaluation settings is kept in %s", run_dir, keep.name)
+    (run_dir / "result.json").unlink(missing_ok=True)
+    (run_dir / "config.json").write_text(json.dumps(cfg.model_dump(mode="json"), indent=2))
 
 
 class ResumeCheckpoint(L.Callback):
@@ -474,8 +504,8 @@ def _checkpoint_step(path: Path) -> int:
         raise ResumeError(f"{path}: not a readable resume checkpoint ({type(exc).__name__}: {first})") from None
 
 
-def same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
-    """Whether ``run_dir/config.json`` is ``cfg``.
+def same_config(run_dir: Path, cfg: ExperimentConfig, *, training_only: bool = False) -> bool:
+    """Whether ``run_dir/config.json`` is ``cfg`` (with ``training_only``: all but its ``eval`` section).
 
     The stored config is validated again with today's defaults before the comparison, so a config
     field added later, whose default keeps the old behaviour, does not disown older runs.
@@ -486,7 +516,19 @@ def same_config(run_dir: Path, cfg: ExperimentConfig) -> bool:
         stored = validate_experiment(json.loads((run_dir / "config.json").read_text()))
     except (OSError, ValueError, ConfigError):
         return False
-    return stored.model_dump(mode="json") == cfg.model_dump(mode="json")
+    return _comparable(stored, training_only) == _comparable(cfg, training_only)
+
+
+def _comparable(cfg: ExperimentConfig, training_only: bool) -> dict[str, Any]:
+    """``cfg`` as plain data; without the ``eval`` section when only the training matters.
+
+    The evaluation settings (split, K, AU threshold, collapse rule) are read after training only, so
+    a finished or interrupted training serves any of them.
+    """
+    data = cfg.model_dump(mode="json")
+    if training_only:
+        data.pop("eval")
+    return data
 
 
 def _keep_metrics_before(logs: Path, step: int) -> None:
@@ -610,15 +652,28 @@ def _train(
 
 
 def _finished_training(run_dir: Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
-    """``trained.json`` (less its config) when ``run_dir`` holds a finished training of ``cfg``."""
+    """What ``run_dir`` records of a finished training of ``cfg`` (its evaluation settings may differ).
+
+    The record is ``trained.json`` (less its config); a folder finished before that file existed
+    has only ``result.json``, whose training fields serve the same purpose. None when there is no
+    finished training of this config, or no ``checkpoint.pt``.
+    """
     from seqvae.config import validate_experiment
 
+    if not (run_dir / "checkpoint.pt").exists():
+        return None
     try:
         data = json.loads((run_dir / "trained.json").read_text())
-        same = validate_experiment(data.pop("config")).model_dump(mode="json") == cfg.model_dump(mode="json")
+        stored = validate_experiment(data.pop("config"))
     except (OSError, ValueError, KeyError):
-        return None
-    return data if same and (run_dir / "checkpoint.pt").exists() else None
+        try:
+            result = json.loads((run_dir / "result.json").read_text())
+        except (OSError, ValueError):
+            return None
+        if result.get("status") != "ok" or not same_config(run_dir, cfg, training_only=True):
+            return None
+        return {k: result[k] for k in TRAINED_FIELDS if k in result}
+    return data if _comparable(stored, True) == _comparable(cfg, True) else None
 
 
 def write_plots(run_dir: Path, model: SequenceVAE, cfg: ExperimentConfig, corpus: Corpus) -> list[str]:

@@ -229,3 +229,22 @@ def test_blocked_evaluation_nll_equals_the_full_logits_one(decoder):
     assert torch.allclose(blocked, full.detach(), atol=1e-5)
     assert torch.allclose(tiny_blocks.sum(-1), full.detach(), atol=1e-5)
     assert (tiny_blocks[batch.targets == VOCAB.pad_id] == 0).all()
+
+
+def test_other_evaluation_settings_reuse_the_training_and_keep_the_earlier_result(tmp_path):
+    """``resume`` with only ``eval`` changed: evaluated again, not trained; the old result is kept."""
+    from seqvae.training import run_experiment
+
+    raw = {**TINY, "data": {"dataset": {"kind": "synthetic", "n_sentences": 120, "n_train": 80, "n_valid": 20,
+                                         "vocab_size": 20, "length": 4}},
+           "train": {"max_steps": 6}, "eval": {"iw_samples": 3}}
+    first = run_experiment(validate_experiment(raw), tmp_path / "run")
+    ckpt = tmp_path / "run" / "checkpoint.pt"
+    stamp = ckpt.stat().st_mtime_ns
+    (tmp_path / "run" / "trained.json").unlink()  # a folder from before trained.json: result.json serves
+    again = run_experiment(validate_experiment({**raw, "eval": {"iw_samples": 5}}), tmp_path / "run", resume=True)
+    assert ckpt.stat().st_mtime_ns == stamp  # not trained again
+    assert again["metrics"]["iw_samples"] == 5 and again["train_seconds"] == first["train_seconds"]
+    kept = json.loads((tmp_path / "run" / "eval-test-k3.json").read_text())
+    assert kept["metrics"] == first["metrics"]
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["eval"]["iw_samples"] == 5

@@ -11,7 +11,9 @@ Adam 1e-3) for these rows, one run folder each, and writes ``ptb-results.md`` ne
     free-bits           VAE, beta = 1, free bits 0.25 nats/dim = 8 nats for z = 32 (Li et al. 2019's target)
 
 A finished row (``result.json`` in its folder) is reused, so an interrupted run continues where it
-stopped. Usage (from the repository root)::
+stopped; rows run in the order given by ``--rows``. A finished training evaluated under another K
+is evaluated again, not trained again, and its earlier result is listed under "Further evaluations".
+Usage (from the repository root)::
 
     python benchmarks/quality/ptb.py --data-dir ../shared/data/ptb            # the suite budget
     python benchmarks/quality/ptb.py --max-steps 2630 --iw-samples 50         # a short budget
@@ -94,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # keep the other rows
             logging.exception("row %s failed", name)
             rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
+    rows = {name: rows[name] for name in ROWS if name in rows}  # the page lists rows in the canonical order
     page = render(rows, configs, args)
     args.page.write_text(page)
     print(page)
