@@ -159,8 +159,9 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     if extra:
         lines += [
             "",
-            "Further evaluations of the same checkpoints with `seqvae eval RUN --iw-samples K` (written to",
-            "`eval-<split>-k<K>.json` in the run folder and collected here):",
+            "Further evaluations of the same checkpoints, from `eval-<split>-k<K>.json` in the run folder",
+            "(`seqvae eval RUN --iw-samples K` writes one; a row evaluated again under another K keeps its",
+            "earlier result there):",
             "",
             "| row | split | K | IW-NLL | PPL (IW) | -ELBO | KL | eval s |",
             "|---|---|---:|---:|---:|---:|---:|---:|",
