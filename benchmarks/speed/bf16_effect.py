@@ -11,6 +11,10 @@ Usage (from the repository root)::
 
     python benchmarks/speed/bf16_effect.py                       # about 15 min on 2 cores
     python benchmarks/speed/bf16_effect.py --suite synthetic --seeds 0 1 --max-steps 200 --out /tmp/bf16
+    python benchmarks/speed/bf16_effect.py --suite ptb --data-dir ../shared/data/ptb --schedule sigmoid \
+        --regularizer word-dropout --max-steps 660 --iw-samples 10 --seeds 0 1 --page benchmarks/speed/bf16-effect-ptb.md
+
+Options it does not know (``--schedule``, ``--data-dir``, ``--iw-samples`` ...) go to ``seqvae bench``.
 """
 
 from __future__ import annotations
@@ -42,8 +46,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-steps", type=int, default=None)
     p.add_argument("--out", type=Path, default=Path("runs/bf16-effect"))
     p.add_argument("--page", type=Path, default=None, help="Write the table as markdown here.")
-    args = p.parse_args(argv)
-    extra = ["--max-steps", str(args.max_steps)] if args.max_steps else []
+    args, passed = p.parse_known_args(argv)  # any other option goes to `seqvae bench` as it is
+    extra = (["--max-steps", str(args.max_steps)] if args.max_steps else []) + passed
     rows, secs = {}, {}
     for precision in ("32-true", "bf16-mixed"):
         rows[precision], secs[precision] = run(args.suite, args.seeds, precision, args.out / precision, extra)
@@ -51,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     lines = [
         f"fp32 vs bf16-mixed on the `{args.suite}` suite, seeds {', '.join(map(str, args.seeds))} "
         f"(`python benchmarks/speed/bf16_effect.py --suite {args.suite} --seeds {' '.join(map(str, args.seeds))}"
-        + (f" --max-steps {args.max_steps}" if args.max_steps else "") + "`). Wall time of the whole grid: "
+        + (f" --max-steps {args.max_steps}" if args.max_steps else "") + "".join(f" {a}" for a in passed)
+        + "`). Wall time of the whole grid: "
         f"fp32 {secs['32-true']:.0f} s, bf16-mixed {secs['bf16-mixed']:.0f} s.",
         "",
         "| metric | fp32 mean ± sd | bf16 mean ± sd | bf16 − fp32 | in fp32 sd |",
