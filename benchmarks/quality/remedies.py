@@ -11,7 +11,11 @@ Usage (from the repository root)::
     python benchmarks/quality/remedies.py --suite ptb --iw-samples 100
     python benchmarks/quality/remedies.py --rows baseline aggressive --max-steps 500
 
-Finished rows are reused (same config), so an interrupted run continues where it stopped.
+Finished rows are reused (same config), so an interrupted run continues where it stopped. With
+``--reuse runs/quality-ptb``, a finished run of ``ptb.py`` with exactly a row's config is that row
+(the PTB ``baseline`` is ptb.py's ``constant`` row, ``free-bits dimension-batch`` its ``free-bits`` row)::
+
+    python benchmarks/quality/remedies.py --suite ptb --iw-samples 100 --reuse runs/quality-ptb
 """
 
 from __future__ import annotations
@@ -132,6 +136,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="Run folders (default runs/quality-remedies-<suite>).")
     p.add_argument("--page", type=Path, default=None, help="Results page (default <suite>-remedies.md here).")
     p.add_argument("--note", action="append", default=[], help="A remark printed under the table (repeatable).")
+    p.add_argument("--reuse", type=Path, action="append", default=[],
+                   help="Another benchmark's run folders (e.g. runs/quality-ptb): a finished run there with "
+                        "exactly a row's config is that row (repeatable).")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     all_rows = rows_for(args.suite)
@@ -147,6 +154,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "ptb":
         data_dir = args.data_dir or root.parent / "shared" / "data" / "ptb"
         base["data"]["dataset"] = {"kind": "ptb", "data_dir": str(data_dir.resolve())}
+        # validation once per epoch, as in ptb.py: the baseline row is then ptb.py's `constant` row
+        base["train"]["val_every"] = 1315
     base["eval"]["iw_samples"] = args.iw_samples
     base["train"]["seed"] = args.seed
     if args.max_steps:
@@ -156,9 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     rows: dict[str, dict] = {}
     for name, cfg in configs.items():
         run_dir = out / name.replace(", ", "_").replace(" ", "_").replace("+", "plus")
-        if (reused := finished_result(run_dir, cfg)) is not None:
+        if (reused := _finished_anywhere([run_dir, *_run_dirs(args.reuse)], cfg)) is not None:
             rows[name] = reused
-            logging.info("row %s: reusing %s", name, run_dir)
+            logging.info("row %s: reusing %s", name, reused["run_dir"])
             continue
         corpus = corpus or load_corpus(cfg.data.dataset)
         logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
@@ -173,6 +182,19 @@ def main(argv: list[str] | None = None) -> int:
     page.write_text(text)
     print(text)
     return 0 if all(r.get("status") == "ok" for r in rows.values()) else 1
+
+
+def _run_dirs(parents: list[Path]) -> list[Path]:
+    """The run folders directly under each of ``parents``."""
+    return [d for parent in parents if parent.is_dir() for d in sorted(parent.iterdir()) if d.is_dir()]
+
+
+def _finished_anywhere(run_dirs: list[Path], cfg) -> dict | None:
+    """The first finished result of exactly ``cfg`` among ``run_dirs`` (same config, evaluation included)."""
+    for run_dir in run_dirs:
+        if (found := finished_result(run_dir, cfg)) is not None:
+            return found
+    return None
 
 
 def _f(m: dict, key: str, spec: str) -> str:
