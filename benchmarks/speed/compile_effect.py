@@ -35,31 +35,17 @@ VARIANTS = ["eager", "decoder", "cross-entropy", "eager again"]
 
 
 def run(variant: str, cell: str, corpus, data_dir: Path, steps: int, warmup: int) -> dict:
-    from seqvae.composer import build_model
-    from seqvae.config import validate_experiment
-    from seqvae.data.datamodule import BucketedBatches
-    from seqvae.training import adam
+    """Loop (d) of speed.py from seed 0, with the part that ``variant`` names compiled."""
+
+    def prepare(model) -> None:
+        if variant == "decoder":
+            model.decoder = torch.compile(model.decoder, dynamic=True)
+        elif variant == "cross-entropy":
+            model.token_nll = torch.compile(model.token_nll, dynamic=True)
 
     torch.manual_seed(0)
     torch._dynamo.reset()
-    cfg = validate_experiment(speed.seqvae_config(cell, data_dir, warmup + steps, "32-true", "cpu"))
-    model = build_model(cfg, corpus.vocab)
-    if variant == "decoder":
-        model.decoder = torch.compile(model.decoder, dynamic=True)
-    elif variant == "cross-entropy":
-        model.token_nll = torch.compile(model.token_nll, dynamic=True)
-    opt = adam(model.parameters(), 1e-3)
-    stream = BucketedBatches(corpus.split("train"), corpus.vocab, speed.BATCH, cfg.data.bucket_factor, 0)
-    marks: list[float] = []
-
-    def step(batch, i: int):
-        if i == 0 or i == warmup:
-            marks.append(time.perf_counter())
-        return model(batch, step=i, total_steps=warmup + steps).loss, batch.lengths.sum()
-
-    result = speed.timed_training(lambda: stream, step, model, opt, steps, warmup, "cpu")
-    result["warmup_seconds"] = marks[1] - marks[0]
-    return result
+    return speed.loop_d(cell, corpus, data_dir, steps, warmup, "cpu", prepare=prepare)
 
 
 def main(argv: list[str] | None = None) -> int:

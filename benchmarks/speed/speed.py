@@ -79,7 +79,7 @@ def timed_training(epoch, step, model: nn.Module, opt: torch.optim.Optimizer, st
     tensor). Every loop shares this part (zero_grad, backward, clip 5, optimizer step), so the
     loops differ only in their data and their model. Tokens are summed on the device: no per-step sync.
     """
-    tokens, start, done = None, None, 0
+    tokens, start, done, began = None, None, 0, time.perf_counter()
     while done < warmup + steps:
         for batch in epoch():
             if done == warmup:
@@ -96,7 +96,7 @@ def timed_training(epoch, step, model: nn.Module, opt: torch.optim.Optimizer, st
             if done == warmup + steps:
                 break
     _sync(device)
-    return {"tokens_per_s": float(tokens) / (time.perf_counter() - start)}
+    return {"tokens_per_s": float(tokens) / (time.perf_counter() - start), "warmup_seconds": start - began}
 
 
 def train_flops_per_token(cell: str, vocab: int) -> float:
@@ -295,8 +295,11 @@ def loop_c(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     return {"tokens_per_s": tokens / (marks["end"] - marks["start"]), "model": model}
 
 
-def loop_d(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: str) -> dict:
-    """seqvae's own model and batches in a plain loop without Lightning: c_fp32 / d is Lightning's cost."""
+def loop_d(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: str, prepare=None) -> dict:
+    """seqvae's own model and batches in a plain loop without Lightning: c_fp32 / d is Lightning's cost.
+
+    ``prepare(model)``, when given, changes the model before training (compile_effect.py compiles parts of it).
+    """
     from seqvae.composer import build_model
     from seqvae.config import validate_experiment
     from seqvae.data.datamodule import BucketedBatches
@@ -304,6 +307,8 @@ def loop_d(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
 
     cfg = validate_experiment(seqvae_config(cell, data_dir, warmup + steps, "32-true", device))
     model = build_model(cfg, corpus.vocab).to(device)
+    if prepare is not None:
+        prepare(model)
     opt = adam(model.parameters(), 1e-3)  # seqvae's optimizer: loop (d) differs from (c) in Lightning only
     stream = BucketedBatches(corpus.split("train"), corpus.vocab, BATCH, cfg.data.bucket_factor, 0)
 
