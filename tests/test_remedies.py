@@ -331,3 +331,29 @@ def test_aggressive_phase_ends_after_patience_falls_in_validation_mi(patience, e
         if strat.active:
             strat.record_mi(step, mi)
     assert strat.ended_at == ended and strat.active == (ended is None)
+
+
+def _remedies_script():
+    import importlib.util
+
+    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "remedies.py"
+    spec = importlib.util.spec_from_file_location("remedies_script", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_remedies_page_names_the_rows_not_yet_measured(tmp_path):
+    remedies = _remedies_script()
+    common = ["--max-steps", "20", "--iw-samples", "0", "--out", str(tmp_path / "runs")]
+    assert remedies.main([*common, "--rows", "baseline", "--page", str(tmp_path / "one.md")]) == 0
+    # render only: the finished baseline is reused, the vmf row is not trained, and the page says so
+    page = tmp_path / "two.md"
+    assert remedies.main([*common, "--rows", "vmf", "baseline", "--render-only", "--page", str(page)]) == 1
+    assert not (tmp_path / "runs" / "vmf").exists()
+    text = page.read_text()
+    assert "**Partial: 1 of 2 rows measured.**" in text
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    assert [line.split(" | ")[0] for line in table] == ["| row", "| baseline", "| vmf"]  # catalogue order
+    assert table[2].startswith("| vmf | not run yet |") and table[2].count("|") == table[0].count("|")
+    assert table[1].count("|") == table[0].count("|") and table[1].endswith("| matches: collapsed |")

@@ -11,7 +11,9 @@ Usage (from the repository root)::
     python benchmarks/quality/remedies.py --suite ptb --iw-samples 100
     python benchmarks/quality/remedies.py --rows baseline aggressive --max-steps 500
 
-Finished rows are reused (same config), so an interrupted run continues where it stopped. With
+Finished rows are reused (same config), so an interrupted run continues where it stopped. The page
+is rewritten after every row, in the catalogue's row order, with the rows not yet measured named
+as such; ``--render-only`` writes it from the finished rows without training anything. With
 ``--reuse runs/quality-ptb``, a finished run of ``ptb.py`` with exactly a row's config is that row
 (the PTB ``baseline`` is ptb.py's ``constant`` row, ``free-bits dimension-batch`` its ``free-bits`` row)::
 
@@ -136,6 +138,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--out", type=Path, default=None, help="Run folders (default runs/quality-remedies-<suite>).")
     p.add_argument("--page", type=Path, default=None, help="Results page (default <suite>-remedies.md here).")
     p.add_argument("--note", action="append", default=[], help="A remark printed under the table (repeatable).")
+    p.add_argument("--render-only", action="store_true",
+                   help="Train nothing: write the page from the rows already finished (the others are listed as not run).")
     p.add_argument("--reuse", type=Path, action="append", default=[],
                    help="Another benchmark's run folders (e.g. runs/quality-ptb): a finished run there with "
                         "exactly a row's config is that row (repeatable).")
@@ -163,25 +167,35 @@ def main(argv: list[str] | None = None) -> int:
     configs = {n: validate_experiment({**base, **all_rows[n]}, source=f"row {n}") for n in names}
     corpus = None
     rows: dict[str, dict] = {}
+    pending = {"status": "pending"}
+
+    def write_page() -> str:
+        # catalogue order, whatever order the rows ran in
+        text = render({n: rows.get(n, pending) for n in all_rows if n in configs}, configs, args)
+        page.write_text(text)
+        return text
+
     for name, cfg in configs.items():
         run_dir = out / name.replace(", ", "_").replace(" ", "_").replace("+", "plus")
         if (reused := _finished_anywhere([run_dir, *_run_dirs(args.reuse)], cfg)) is not None:
             rows[name] = reused
             logging.info("row %s: reusing %s", name, reused["run_dir"])
             continue
+        if args.render_only:
+            continue
         corpus = corpus or load_corpus(cfg.data.dataset)
         logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
         try:
             rows[name] = run_experiment(cfg, run_dir, corpus=corpus, resume=True)
         except RunInterrupted:  # SIGTERM: stop the table here; the row's state is saved for the next run
+            write_page()
             raise
         except Exception as exc:  # keep the other rows
             logging.exception("row %s failed", name)
             rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    text = render(rows, configs, args)
-    page.write_text(text)
-    print(text)
-    return 0 if all(r.get("status") == "ok" for r in rows.values()) else 1
+        write_page()
+    print(write_page())
+    return 0 if all(r.get("status") == "ok" for r in rows.values()) and len(rows) == len(configs) else 1
 
 
 def _run_dirs(parents: list[Path]) -> list[Path]:
@@ -208,7 +222,8 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     t, mdl = cfg0.train, cfg0.model
     base = (rows.get("baseline") or {}).get("metrics")
     cmd = " ".join(["python benchmarks/quality/remedies.py", f"--suite {args.suite}",
-                    *([f"--max-steps {args.max_steps}"] if args.max_steps else []), f"--iw-samples {args.iw_samples}"])
+                    *([f"--max-steps {args.max_steps}"] if args.max_steps else []), f"--iw-samples {args.iw_samples}",
+                    *[f"--reuse {_relative(d)}" for d in args.reuse]])
     lines = [
         f"# Posterior-collapse remedies on the `{args.suite}` suite",
         "",
@@ -222,12 +237,16 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "one-sample Monte Carlo KL (no closed form); every other KL is analytic. Collapse verdict: AU = 0 or "
         "KL < 0.1.",
         "",
+        *_status(rows),
         "| row | IW-NLL | -ELBO | KL | MI | AU | shuffle gap | collapsed | train s | eval s | published claim | direction |",
         "|---|---:|---:|---:|---:|---:|---:|---|---:|---:|---|---|",
     ]
     for name, r in rows.items():
+        if r.get("status") == "pending":
+            lines.append(f"| {name} | not run yet |" + " |" * 8 + f" {CLAIMS[name][0]} | - |")
+            continue
         if r.get("status") != "ok":
-            lines.append(f"| {name} | failed: {r.get('error', '?')} |" + " |" * 11)
+            lines.append(f"| {name} | failed: {r.get('error', '?')} |" + " |" * 10)
             continue
         m = r["metrics"]
         claim, kind = CLAIMS[name]
@@ -249,6 +268,25 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "delta-VAE rows must reach their constructive floors (d gamma^2 / 2 and d delta).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _relative(path: Path) -> str:
+    """``path`` relative to the repository root when it lies inside it (the command line on the page)."""
+    root = Path(__file__).resolve().parents[2]
+    try:
+        return str(path.resolve().relative_to(root))
+    except ValueError:
+        return str(path)
+
+
+def _status(rows: dict) -> list[str]:
+    """A line saying how many rows are measured, when some are not (the page is rewritten after each row)."""
+    waiting = [n for n, r in rows.items() if r.get("status") == "pending"]
+    if not waiting:
+        return []
+    done = len(rows) - len(waiting)
+    return [f"**Partial: {done} of {len(rows)} rows measured.** The rows marked *not run yet* are still to be "
+            "trained; the script resumes where it stopped and rewrites this page after every row.", ""]
 
 
 def _threads() -> int:
