@@ -307,6 +307,9 @@ def test_suites_state_their_sizes():
         cfg = validate_experiment(suite_config(name))
         assert (cfg.model.embed_dim, cfg.model.hidden_size, cfg.model.latent_dim) == (emb, hid, 32)
     assert validate_experiment(suite_config("yelp")).data.dataset.kind == "labeled-text"
+    ptb = validate_experiment(suite_config("ptb"))
+    epoch = math.ceil(42_068 / ptb.data.batch_size)  # batches in one epoch of PTB train
+    assert (ptb.train.val_every, ptb.train.max_steps) == (epoch, 8 * epoch)  # validate once per epoch, 8 epochs
 
 
 # ------------------------------------------------------------------------------ helpers

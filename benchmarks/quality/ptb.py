@@ -76,7 +76,6 @@ def main(argv: list[str] | None = None) -> int:
     base["train"]["seed"] = args.seed
     if args.max_steps:
         base["train"]["max_steps"] = args.max_steps
-    base["train"]["val_every"] = 1315  # validation -ELBO once per epoch: the convergence record
     configs = {name: validate_experiment({**base, **ROWS[name]}, source=f"row {name}") for name in args.rows}
     corpus = None
     rows = {}

@@ -158,8 +158,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.suite == "ptb":
         data_dir = args.data_dir or root.parent / "shared" / "data" / "ptb"
         base["data"]["dataset"] = {"kind": "ptb", "data_dir": str(data_dir.resolve())}
-        # validation once per epoch, as in ptb.py: the baseline row is then ptb.py's `constant` row
-        base["train"]["val_every"] = 1315
     base["eval"]["iw_samples"] = args.iw_samples
     base["train"]["seed"] = args.seed
     if args.max_steps:
