@@ -360,3 +360,27 @@ def test_remedies_page_names_the_rows_not_yet_measured(tmp_path):
     assert [line.split(" | ")[0] for line in table] == ["| row", "| baseline", "| vmf"]  # catalogue order
     assert table[2].startswith("| vmf | not run yet |") and table[2].count("|") == table[0].count("|")
     assert table[1].count("|") == table[0].count("|") and table[1].endswith("| matches: collapsed |")
+
+
+def test_bn_vae_floor_survives_adam_shrinking_the_encoder():
+    """With BatchNorm's additive eps, Adam shrinks the means' spread below eps and the KL escapes the
+    floor (measured on PTB); the exact normalisation leaves the KL at the floor."""
+    torch.manual_seed(0)
+    reg = build_component("regularizer", "bn-vae", gamma=0.7)
+    prior = build_component("prior", "gaussian")
+    x = torch.randn(64, 16)
+    enc = torch.nn.Linear(16, 4)
+    with torch.no_grad():
+        enc.weight.mul_(0.01)  # a small spread of means to start from, as an untrained encoder gives
+    logvar = torch.nn.Parameter(torch.zeros(4))
+    opt = torch.optim.Adam([*enc.parameters(), logvar, *reg.parameters()], lr=1e-3)
+    for step in range(100):
+        post = reg.transform_posterior(DiagonalGaussian(enc(x), logvar.expand(64, 4)), step)
+        kl = prior.kl(post).per_dim.sum(-1).mean()  # the KL alone: it pulls every way it can
+        opt.zero_grad()
+        kl.backward()
+        opt.step()
+    assert kl.detach().item() >= 0.999 * reg.kl_floor
+    reg.eval()  # the running statistics follow the batch ones: evaluation keeps the floor too
+    post = reg.transform_posterior(DiagonalGaussian(enc(x), logvar.expand(64, 4)), 0)
+    assert prior.kl(post).per_dim.sum(-1).mean().detach().item() >= 0.9 * reg.kl_floor
