@@ -450,7 +450,7 @@ def run_experiment(
 
 PREVIOUS_METRICS = "metrics.before-resume.csv"
 TRAINED_FIELDS = ("steps", "train_tokens", "world_size", "train_seconds", "train_tokens_per_second",
-                  "strategy_state", "resumed")
+                  "strategy_state", "threads", "resumed")
 
 
 def _adopt_eval_settings(run_dir: Path, cfg: ExperimentConfig) -> None:
@@ -641,6 +641,7 @@ def _train(
         "train_seconds": round(train_s, 3),
         "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
         "strategy_state": system.strategy.state(),
+        "threads": torch.get_num_threads(),  # CPU threads of this process: train_seconds depends on them
     }
     if resume_from is not None:
         trained["resumed"] = True

@@ -225,7 +225,7 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     lines = [
         f"# Posterior-collapse remedies on the `{args.suite}` suite",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {_threads()} CPU threads (Python "
+        f"Rows measured {_dates(rows)} on {platform.machine()} with {_threads(rows)} (Python "
         f"{platform.python_version()}), written by `benchmarks/quality/remedies.py`. Command: `{cmd}`.",
         "",
         f"Every row: suite `{args.suite}` (embedding {mdl.embed_dim}, hidden {mdl.hidden_size}, latent "
@@ -268,6 +268,15 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _dates(rows: dict) -> str:
+    """When the finished rows were measured: the day (or the first and last days) their result.json was written."""
+    days = sorted({time.strftime("%Y-%m-%d", time.gmtime((Path(r["run_dir"]) / "result.json").stat().st_mtime))
+                   for r in rows.values() if r.get("status") == "ok" and (Path(r["run_dir"]) / "result.json").exists()})
+    if not days:
+        return "(none yet)"
+    return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"
+
+
 def _relative(path: Path) -> str:
     """``path`` relative to the repository root when it lies inside it (the command line on the page)."""
     root = Path(__file__).resolve().parents[2]
@@ -287,10 +296,15 @@ def _status(rows: dict) -> list[str]:
             "trained; the script resumes where it stopped and rewrites this page after every row.", ""]
 
 
-def _threads() -> int:
-    import torch
-
-    return torch.get_num_threads()
+def _threads(rows: dict) -> str:
+    """The CPU threads the rows trained with, from their result.json (recorded since 2026-11-29)."""
+    counts = sorted({r["threads"] for r in rows.values() if r.get("status") == "ok" and "threads" in r})
+    older = any(r.get("status") == "ok" and "threads" not in r for r in rows.values())
+    said = " or ".join(map(str, counts)) + " CPU threads" if counts else ""
+    if older:
+        said += (" (older rows: not recorded; the benchmark ran with the machine's 2 threads)" if said
+                 else "the machine's 2 CPU threads (not recorded in the rows' result.json)")
+    return said
 
 
 if __name__ == "__main__":
