@@ -123,7 +123,10 @@ class TrainConfig(_Strict):
     """Optimisation and the Lightning trainer."""
 
     max_steps: int = Field(2000, ge=1, description="Optimizer steps (schedules see this as total_steps).")
-    lr: float = Field(1e-3, gt=0, description="Adam learning rate.")
+    optimizer: Literal["adam", "sgd"] = Field(
+        "adam", description="Adam, or plain SGD without momentum (He et al. 2019, Li et al. 2019 and BN-VAE use SGD, lr 1.0 or 0.5).",
+    )
+    lr: float = Field(1e-3, gt=0, description="Learning rate of the optimizer.")
     grad_clip: float = Field(5.0, ge=0, description="Gradient-norm clip (0 = off).")
     seed: int = Field(0, ge=0, description="Seed for Lightning, the data order and evaluation.")
     precision: Literal["32-true", "bf16-mixed"] = Field("32-true", description="Lightning precision.")

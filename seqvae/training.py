@@ -232,7 +232,10 @@ class VAESystem(L.LightningModule):
         self.log("val/kl", kl.mean(), on_epoch=True, batch_size=batch.size, sync_dist=sync)
 
     def configure_optimizers(self) -> torch.optim.Optimizer:
-        return adam(self.model.parameters(), self.cfg.train.lr)
+        t = self.cfg.train
+        if t.optimizer == "sgd":
+            return torch.optim.SGD(self.model.parameters(), lr=t.lr)
+        return adam(self.model.parameters(), t.lr)
 
 
 def adam(params: Any, lr: float) -> torch.optim.Optimizer:

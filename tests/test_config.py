@@ -107,3 +107,19 @@ def test_valid_configs_round_trip(latent, layers, rate, sched, inj):
 def test_invalid_sizes_point_at_their_path(field, value):
     with pytest.raises(ConfigError, match=rf"model\.{field}: Input should be greater than or equal to 1"):
         validate_experiment({"model": {field: value}})
+
+
+@pytest.mark.parametrize(("name", "cls"), [("adam", "Adam"), ("sgd", "SGD")])
+def test_train_optimizer_choice_reaches_the_training_loop(name, cls):
+    from seqvae.composer import build_model
+    from seqvae.data.vocab import SPECIALS, Vocab
+    from seqvae.training import VAESystem
+
+    cfg = validate_experiment({"model": {"latent_dim": 2, "embed_dim": 4, "hidden_size": 4},
+                               "train": {"optimizer": name, "lr": 0.5}})
+    opt = VAESystem(build_model(cfg, Vocab([*SPECIALS, "a", "b"])), cfg).configure_optimizers()
+    assert type(opt).__name__ == cls and opt.param_groups[0]["lr"] == 0.5
+    if name == "sgd":
+        assert opt.param_groups[0]["momentum"] == 0  # plain SGD, as He et al. and Li et al.
+    with pytest.raises(ConfigError, match="train.optimizer"):
+        validate_experiment({"train": {"optimizer": "rmsprop"}})
