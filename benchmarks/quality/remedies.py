@@ -323,7 +323,7 @@ def _threads(rows: dict) -> str:
     """The CPU threads the rows trained with, from their result.json (recorded since 2026-11-29)."""
     counts = sorted({r["threads"] for r in rows.values() if r.get("status") == "ok" and "threads" in r})
     older = any(r.get("status") == "ok" and "threads" not in r for r in rows.values())
-    said = " or ".join(map(str, counts)) + " CPU threads" if counts else ""
+    said = " or ".join(map(str, counts)) + (" CPU thread" if counts == [1] else " CPU threads") if counts else ""
     if older:
         said += (" (older rows: not recorded; the benchmark ran with the machine's 2 threads)" if said
                  else "the machine's 2 CPU threads (not recorded in the rows' result.json)")
