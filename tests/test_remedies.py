@@ -385,3 +385,15 @@ def test_bn_vae_floor_survives_adam_shrinking_the_encoder():
     reg.eval()  # the running statistics follow the batch ones: evaluation keeps the floor too
     post = reg.transform_posterior(DiagonalGaussian(enc(x), logvar.expand(64, 4)), 0)
     assert prior.kl(post).per_dim.sum(-1).mean().detach().item() >= 0.9 * reg.kl_floor
+
+
+def test_remedies_direction_checks_compare_with_the_baseline():
+    check = _remedies_script().check
+    base = {"kl": 0.01, "au": 0, "iw_nll": 108.35, "collapsed": True}
+    up = {"kl": 6.96, "au": 32, "iw_nll": 112.68, "collapsed": False}
+    assert check("au_up", up, base, None).startswith("matches: AU 0 -> 32")
+    assert check("au_up", {**up, "collapsed": True}, base, None).startswith("does not match")
+    both = check("au_up_nll_down", up, base, None)
+    assert both.startswith("matches: AU 0 -> 32") and both.endswith("IW-NLL 108.35 -> 112.68 does not match")
+    assert check("au_up_nll_down", {**up, "iw_nll": 100.0}, base, None).endswith("-> 100.00 matches")
+    assert check("kl_up", {**up, "kl": 0.05}, base, None).startswith("does not match")  # +0.04 nats is not up
