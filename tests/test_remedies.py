@@ -187,6 +187,10 @@ def test_bn_vae_fixes_the_scale_of_the_means_and_floors_the_kl():
     reg.eval()  # evaluation uses the running statistics: a single sentence works and is deterministic
     one = reg.transform_posterior(raw.select(torch.tensor([0])), 0)
     assert one.mean.shape == (1, 4)
+    reg.train()  # bf16 means (an encoder under bf16-mixed autocast): statistics and output in float32
+    half = reg.transform_posterior(DiagonalGaussian(raw.mean.bfloat16(), raw.logvar.bfloat16()), 0)
+    assert half.mean.dtype == torch.float32
+    torch.testing.assert_close(half.mean.std(0, unbiased=False), torch.full((4,), 0.7), atol=1e-3, rtol=0)
 
 
 def test_delta_vae_commits_every_dimension_to_at_least_delta():

@@ -61,7 +61,7 @@ class BNVAE(Regularizer):
         if not isinstance(posterior, DiagonalGaussian):
             raise TypeError("bn-vae normalises a Gaussian posterior's mean; the encoder returned "
                             f"{type(posterior).__name__}")
-        mean = posterior.mean
+        mean = posterior.mean.float()  # the statistics in float32, as BatchNorm under bf16 autocast
         if self.training and mean.shape[0] >= 2:
             centre, var = mean.mean(0), mean.var(0, unbiased=False)
             self._track(centre.detach(), mean.detach().var(0, unbiased=True))
