@@ -240,6 +240,13 @@ def check_regularizer(name: str, ctx: BuildContext = TINY_CTX) -> None:
     assert reg.transform_kl(kl, step=0).shape == kl.shape, f"regularizer '{name}': transform_kl must keep b d"
     post = reg.transform_posterior(DiagonalGaussian(torch.zeros(3, ctx.latent_dim), torch.zeros(3, ctx.latent_dim)), 0)
     assert post.mean.shape == (3, ctx.latent_dim), f"regularizer '{name}': transform_posterior must keep b d"
+    reg.train()  # a bf16 posterior, as an encoder gives under bf16-mixed autocast, must work too
+    g = torch.Generator().manual_seed(0)
+    half = DiagonalGaussian(torch.randn(3, ctx.latent_dim, generator=g).bfloat16(), torch.zeros(3, ctx.latent_dim).bfloat16())
+    post = reg.transform_posterior(half, 0)
+    assert post.mean.shape == (3, ctx.latent_dim) and bool(torch.isfinite(post.mean).all()), (
+        f"regularizer '{name}': transform_posterior must accept a bf16 posterior (bf16-mixed training)"
+    )
 
 
 def check_strategy(name: str) -> None:
