@@ -74,7 +74,10 @@ SUITE_NOTES: dict[str, list[str]] = {
         "left the floor: training KL 7.81 at step 49, 0.013 at step 99; at step 2,684 (stopped) the raw means' "
         "batch variance was about 1e-9. `bn-vae` now divides by the batch standard deviation itself (no eps; "
         "see its docstring and `test_bn_vae_floor_survives_adam_shrinking_the_encoder`), and the row was "
-        "trained again from scratch. Zhu et al. train with SGD, where the pull towards eps is negligible.",
+        "trained again from scratch. Zhu et al. train with SGD, where the pull towards eps is negligible. "
+        "Retrained, its training KL (logged every 50 steps) stayed between 7.85 and 8.25. The test KL of 7.815 is "
+        "0.3% under the floor because evaluation normalises with the running statistics, not each test "
+        "batch's own (the check allows 1%).",
     ],
 }
 
