@@ -223,14 +223,16 @@ def main(argv: list[str] | None = None) -> int:
         page.write_text(text)
         return text
 
-    for name, cfg in configs.items():
-        run_dir = out / name.replace(", ", "_").replace(" ", "_").replace("+", "plus")
-        if (reused := _finished_anywhere([run_dir, *_run_dirs(args.reuse)], cfg)) is not None:
+    run_dirs = {n: out / n.replace(", ", "_").replace(" ", "_").replace("+", "plus") for n in configs}
+    others = _run_dirs(args.reuse)
+    for name, cfg in configs.items():  # every finished row first, so a page written mid-run shows them all
+        if (reused := _finished_anywhere([run_dirs[name], *others], cfg)) is not None:
             rows[name] = reused
             logging.info("row %s: reusing %s", name, reused["run_dir"])
+    for name, cfg in configs.items():
+        if name in rows or args.render_only:
             continue
-        if args.render_only:
-            continue
+        run_dir = run_dirs[name]
         corpus = corpus or load_corpus(cfg.data.dataset)
         logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
         try:
