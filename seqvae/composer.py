@@ -6,13 +6,15 @@ import itertools
 from collections.abc import Sequence
 from typing import Any
 
+from torch import nn
+
 from seqvae.config import ExperimentConfig
 from seqvae.data.vocab import Vocab
 from seqvae.interfaces import BuildContext
 from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 
-__all__ = ["GRID_AXES", "build_context", "build_model", "component_provenance", "expand_grid"]
+__all__ = ["GRID_AXES", "build_context", "build_model", "component_provenance", "expand_grid", "uniform_init"]
 
 
 def build_context(cfg: ExperimentConfig, vocab: Vocab) -> BuildContext:
@@ -35,14 +37,38 @@ def build_model(cfg: ExperimentConfig, vocab: Vocab) -> SequenceVAE:
     def make(kind: str, spec: Any) -> Any:
         return get_registry(kind).get(spec.kind)(spec, ctx)
 
+    encoder, decoder = make("encoder", cfg.encoder), make("decoder", cfg.decoder)
+    if cfg.model.init == "uniform":
+        for module in (encoder, decoder):
+            uniform_init(module, cfg.model.init_range, cfg.model.embed_init_range)
     return SequenceVAE(
-        encoder=make("encoder", cfg.encoder),
-        decoder=make("decoder", cfg.decoder),
+        encoder=encoder,
+        decoder=decoder,
         prior=make("prior", cfg.prior),
         schedule=make("schedule", cfg.schedule),
         regularizers=[make("regularizer", r) for r in cfg.regularizers],
         ctx=ctx,
     )
+
+
+def uniform_init(module: nn.Module, init_range: float, embed_init_range: float) -> None:
+    """Re-initialise ``module`` as He et al. 2019 do: embeddings U(-embed_init_range, embed_init_range), every other
+    parameter U(-init_range, init_range).
+
+    An embedding's padding row stays zero. Normalisation layers (BatchNorm, LayerNorm, GroupNorm, ...)
+    keep their own initialisation: a norm scale near 0 would switch the layer off.
+    """
+    norms = (nn.modules.batchnorm._NormBase, nn.LayerNorm, nn.GroupNorm)
+    for sub in module.modules():
+        if isinstance(sub, norms):
+            continue
+        for name, p in sub.named_parameters(recurse=False):
+            if isinstance(sub, nn.Embedding) and name == "weight":
+                nn.init.uniform_(p, -embed_init_range, embed_init_range)
+                if sub.padding_idx is not None:
+                    nn.init.zeros_(p[sub.padding_idx])  # under no_grad in nn.init
+            else:
+                nn.init.uniform_(p, -init_range, init_range)
 
 
 def component_provenance(cfg: ExperimentConfig) -> dict[str, str]:

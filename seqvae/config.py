@@ -106,6 +106,15 @@ class ModelConfig(_Strict):
     hidden_size: int = Field(
         256, ge=1, le=16384, description="Default hidden size of encoders/decoders that have one."
     )
+    init: Literal["default", "uniform"] = Field(
+        "default",
+        description="Encoder and decoder weights: each layer's PyTorch default, or 'uniform' as He et al. 2019 "
+        "and Li et al. 2019 (weights U(-init_range, init_range), embeddings U(-embed_init_range, embed_init_range)).",
+    )
+    init_range: float = Field(0.01, gt=0, description="Half-width of the uniform init of weights (init: uniform).")
+    embed_init_range: float = Field(
+        0.1, gt=0, description="Half-width of the uniform init of embeddings (init: uniform)."
+    )
 
 
 class DataConfig(_Strict):

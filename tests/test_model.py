@@ -248,3 +248,39 @@ def test_other_evaluation_settings_reuse_the_training_and_keep_the_earlier_resul
     kept = json.loads((tmp_path / "run" / "eval-test-k3.json").read_text())
     assert kept["metrics"] == first["metrics"]
     assert json.loads((tmp_path / "run" / "config.json").read_text())["eval"]["iw_samples"] == 5
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "dilated-cnn"])
+def test_uniform_init_covers_encoder_and_decoder_and_nothing_else(decoder):
+    """model.init=uniform: He et al.'s ranges on the encoder and decoder; the regularizer's BatchNorm
+    and the prior keep their own initialisation, and padding rows stay zero."""
+    raw = {"decoder": decoder, "prior": "mog", "regularizers": [{"kind": "bn-vae", "gamma": 0.6}]}
+    default = tiny_model(**raw)
+    model = tiny_model(**raw, model={**TINY["model"], "init": "uniform", "init_range": 0.02, "embed_init_range": 0.3})
+    for part in (model.encoder, model.decoder):
+        for sub in part.modules():
+            for name, p in sub.named_parameters(recurse=False):
+                if isinstance(sub, torch.nn.Embedding):
+                    assert p[VOCAB.pad_id].abs().max() == 0
+                    assert 0.02 < p.abs().max() <= 0.3, name  # the embedding range, not the weight range
+                else:
+                    assert p.abs().max() <= 0.02, name
+    # untouched: the same seed gives the default model's prior and regularizer parameters
+    for a, b in zip(default.prior.parameters(), model.prior.parameters(), strict=True):
+        assert torch.equal(a, b)
+    bn = model.regularizers[0].norm
+    assert torch.allclose(bn.weight, torch.full_like(bn.weight, 0.6))
+
+
+def test_init_rejects_an_unknown_scheme():
+    with pytest.raises(ValueError, match="model.init"):
+        validate_experiment({"model": {"init": "xavier"}})
+
+
+def test_uniform_init_keeps_normalisation_layers():
+    from seqvae.composer import uniform_init
+
+    module = torch.nn.Sequential(torch.nn.Linear(4, 4), torch.nn.LayerNorm(4))
+    uniform_init(module, 0.01, 0.1)
+    assert module[0].weight.abs().max() <= 0.01
+    assert torch.equal(module[1].weight, torch.ones(4)) and torch.equal(module[1].bias, torch.zeros(4))
