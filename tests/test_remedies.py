@@ -360,7 +360,8 @@ def test_remedies_page_names_the_rows_not_yet_measured(tmp_path):
     assert not (tmp_path / "runs" / "vmf").exists()
     text = page.read_text()
     assert "**Partial: 1 of 2 rows measured.**" in text
-    assert f"with {torch.get_num_threads()} CPU threads (Python" in text  # recorded by the row's run
+    n = torch.get_num_threads()
+    assert f"with {n} CPU thread{'' if n == 1 else 's'} (Python" in text  # recorded by the row's run
     table = [line for line in text.splitlines() if line.startswith("| ")]
     assert [line.split(" | ")[0] for line in table] == ["| row", "| baseline", "| vmf"]  # catalogue order
     assert table[2].startswith("| vmf | not run yet |") and table[2].count("|") == table[0].count("|")
