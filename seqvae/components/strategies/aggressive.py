@@ -116,23 +116,8 @@ class AggressiveStrategy(Strategy):
             self.record_mi(step, self._validation_mi(system))
         if not self.active:
             return
-        model = system.model
-        beta = self.beta(model.schedule, step, system.cfg.train.max_steps)
-        # Only the encoder learns here: the other parameters stop asking for gradients, so the backward
-        # pass skips their weight gradients (benchmarks/speed/aggressive_inner.py measures the saving).
-        encoder = {id(p) for p in model.encoder.parameters()}
-        frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder]
-        for p in frozen:
-            p.requires_grad_(False)
-        try:
-            self._inner_loop(system, step, beta)
-        finally:
-            for p in frozen:
-                p.requires_grad_(True)
-        model.zero_grad(set_to_none=True)
-
-    def _inner_loop(self, system: Any, step: int, beta: float) -> None:
         model, opt = system.model, self._optimizer
+        beta = self.beta(model.schedule, step, system.cfg.train.max_steps)
         clip = system.cfg.train.grad_clip
         previous, loss_sum, tokens = float("inf"), 0.0, 0
         for inner in range(1, self.config.max_inner_steps + 1):
@@ -152,6 +137,7 @@ class AggressiveStrategy(Strategy):
                 if current >= previous:
                     break
                 previous, loss_sum, tokens = current, 0.0, 0
+        model.zero_grad(set_to_none=True)
 
     def before_optimizer_step(self, system: Any, step: int) -> None:
         if self.active:
