@@ -275,6 +275,24 @@ def test_aggressive_outer_step_leaves_the_encoder_alone():
     assert all(p.grad is not None for p in model.encoder.parameters())
 
 
+def test_aggressive_inner_steps_change_only_the_encoder():
+    from seqvae.data.datamodule import BucketedBatches
+
+    strat = build_component("strategy", "aggressive", max_inner_steps=4, window=2)
+    cfg = validate_experiment({**_TINY, "regularizers": ["bag-of-words"]})
+    model = build_model(cfg, _vocab())
+    strat._data = BucketedBatches(_store(), _vocab(), 4, 2, 0)
+    strat._optimizer = torch.optim.SGD(model.encoder.parameters(), lr=1.0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    batch = _store().batch(torch.arange(4), _vocab())
+    strat.before_step(SimpleNamespace(model=model, cfg=cfg, device=torch.device("cpu")), batch, 0)
+    assert 2 <= strat.inner_steps <= 4
+    assert all(p.grad is None for p in model.parameters())  # nothing left over for the outer step
+    after = model.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("encoder.") for k in changed), changed
+
+
 def test_strategies_refuse_the_language_model_baseline():
     with pytest.raises(ConfigError, match=r"strategy \(aggressive\): needs a latent variable"):
         validate_experiment({"encoder": "none", "prior": "none", "strategy": "aggressive"})
