@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
 from pathlib import Path
 from types import SimpleNamespace
 
@@ -384,6 +386,38 @@ def test_remedies_page_names_the_rows_not_yet_measured(tmp_path):
     assert [line.split(" | ")[0] for line in table] == ["| row", "| baseline", "| vmf"]  # catalogue order
     assert table[2].startswith("| vmf | not run yet |") and table[2].count("|") == table[0].count("|")
     assert table[1].count("|") == table[0].count("|") and table[1].endswith("| matches: collapsed |")
+
+
+def test_remedies_page_shows_how_far_an_interrupted_row_got(tmp_path, monkeypatch):
+    """A SIGTERM mid-row writes the page with that row's step, seconds and strategy state, read from
+    its resume checkpoint (a multi-hour aggressive row is otherwise invisible until it ends)."""
+    import seqvae.training as T
+
+    original = T.ResumeCheckpoint.on_train_batch_end
+
+    def sigterm_at_step_12(self, trainer, module, *args):
+        if trainer.global_step == 12:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before the callback runs: it saves step 12
+        original(self, trainer, module, *args)
+
+    page = tmp_path / "page.md"
+    args = ["--rows", "baseline", "aggressive", "--max-steps", "30", "--iw-samples", "0", "--out",
+            str(tmp_path / "runs"), "--page", str(page)]
+    assert _remedies_script().main([*args[:2], *args[3:]]) == 0  # the baseline alone, uninterrupted
+    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", sigterm_at_step_12)
+    with pytest.raises(T.RunInterrupted, match="at step 12"):
+        _remedies_script().main(args)
+    text = page.read_text()
+    table = [line for line in text.splitlines() if line.startswith("| ")]
+    row = next(line for line in table if line.startswith("| aggressive |"))
+    assert row.startswith("| aggressive | in progress: step 12 of 30 |") and row.count("|") == table[0].count("|")
+    assert "**Partial: 1 of 2 rows measured.**" in text
+    state = json.loads(text.split("- `aggressive`, at step 12: ", 1)[1].splitlines()[0])
+    assert state["active"] is True and state["inner_steps"] >= 12 and "optimizer" not in state
+    # the same row trained by the next run replaces the progress with its numbers
+    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", original)
+    assert _remedies_script().main(args) == 0
+    assert "in progress" not in page.read_text() and "Partial" not in page.read_text()
 
 
 def test_bn_vae_floor_survives_adam_shrinking_the_encoder():

@@ -31,10 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+import torch
+
 from seqvae.bench.runner import finished_result
 from seqvae.bench.suites import suite_config
 from seqvae.config import validate_experiment
-from seqvae.training import RunInterrupted, load_corpus, run_experiment
+from seqvae.training import RESUME_FILE, RunInterrupted, load_corpus, run_experiment, same_config
 
 #: Per-suite settings of the remedies: free-bits floor per dimension, vMF kappa, VampPrior
 #: pseudo-input length, and the dilated-CNN decoder (on the synthetic data, whose sentences are 10
@@ -233,8 +235,9 @@ def main(argv: list[str] | None = None) -> int:
     pending = {"status": "pending"}
 
     def write_page() -> str:
-        # catalogue order, whatever order the rows ran in
-        text = render({n: rows.get(n, pending) for n in all_rows if n in configs}, configs, args)
+        # catalogue order, whatever order the rows ran in; an unfinished row shows how far it got
+        text = render({n: rows.get(n) or _in_progress(run_dirs[n], configs[n]) or pending
+                       for n in all_rows if n in configs}, configs, args)
         page.write_text(text)
         return text
 
@@ -310,6 +313,10 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         if r.get("status") == "pending":
             lines.append(f"| {name} | not run yet |" + " |" * 8 + f" {CLAIMS[name][0]} | - |")
             continue
+        if r.get("status") == "in progress":
+            lines.append(f"| {name} | in progress: step {r['step']:,} of {configs[name].train.max_steps:,} |"
+                         + " |" * 6 + f" {r['train_seconds']:.0f} so far | | {CLAIMS[name][0]} | - |")
+            continue
         if r.get("status") != "ok":
             lines.append(f"| {name} | failed: {r.get('error', '?')} |" + " |" * 10)
             continue
@@ -328,6 +335,10 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
              if r.get("status") == "ok" and r.get("strategy_state")]
     if notes:
         lines += ["", "What the strategies did (from each run's `result.json`):", "", *notes]
+    running = [f"- `{n}`, at step {r['step']:,}: {json.dumps(r['strategy_state'])}" for n, r in rows.items()
+               if r.get("status") == "in progress" and r.get("strategy_state")]
+    if running:
+        lines += ["", f"The strategy state of the rows in progress (from their `{RESUME_FILE}`):", "", *running]
     lines += [
         "",
         "The direction column compares with the baseline row: `kl_up` rows must raise the KL by more than",
@@ -335,6 +346,27 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "delta-VAE rows must reach their constructive floors (d gamma^2 / 2 and d delta).",
     ]
     return "\n".join(lines) + "\n"
+
+
+def _in_progress(run_dir: Path, cfg) -> dict | None:
+    """How far an interrupted training of ``cfg`` in ``run_dir`` got, from its resume checkpoint.
+
+    The step, the training seconds so far and the strategy's plain state (its optimizer state left
+    out); None when there is no checkpoint of this config or it cannot be read.
+    """
+    ckpt = run_dir / RESUME_FILE
+    if not (ckpt.exists() and same_config(run_dir, cfg, training_only=True)):
+        return None
+    try:
+        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    except Exception as exc:  # a page is still worth writing; say why this row shows no progress
+        logging.warning("%s: cannot read its progress (%s: %s)", ckpt, type(exc).__name__, exc)
+        return None
+    ours = saved.get("seqvae", {})
+    plain = {k: v for k, v in ours.get("strategy", {}).items()
+             if v is None or isinstance(v, (bool, int, float, str, list))}
+    return {"status": "in progress", "step": int(saved["global_step"]),
+            "train_seconds": float(ours.get("train_seconds", 0.0)), "strategy_state": plain}
 
 
 def _dates(rows: dict) -> str:
@@ -357,12 +389,13 @@ def _relative(path: Path) -> str:
 
 def _status(rows: dict) -> list[str]:
     """A line saying how many rows are measured, when some are not (the page is rewritten after each row)."""
-    waiting = [n for n, r in rows.items() if r.get("status") == "pending"]
+    waiting = [n for n, r in rows.items() if r.get("status") in ("pending", "in progress")]
     if not waiting:
         return []
     done = len(rows) - len(waiting)
-    return [f"**Partial: {done} of {len(rows)} rows measured.** The rows marked *not run yet* are still to be "
-            "trained; the script resumes where it stopped and rewrites this page after every row.", ""]
+    return [f"**Partial: {done} of {len(rows)} rows measured.** The rows marked *not run yet* or *in progress* "
+            "are still to be trained; the script resumes where it stopped (an interrupted row from its last "
+            "checkpoint) and rewrites this page after every row.", ""]
 
 
 def _threads(rows: dict) -> str:
