@@ -368,10 +368,17 @@ def _in_progress(run_dir: Path, cfg) -> dict | None:
         logging.warning("%s: cannot read its progress (%s: %s)", ckpt, type(exc).__name__, exc)
         return None
     ours = saved.get("seqvae", {})
-    plain = {k: v for k, v in ours.get("strategy", {}).items()
+    plain = {k: _rounded(v) for k, v in ours.get("strategy", {}).items()
              if v is None or isinstance(v, (bool, int, float, str, list))}
     return {"status": "in progress", "step": int(saved["global_step"]),
             "train_seconds": float(ours.get("train_seconds", 0.0)), "strategy_state": plain}
+
+
+def _rounded(value: Any) -> Any:
+    """``value`` with its floats (also inside lists) rounded to 4 decimals, for the page."""
+    if isinstance(value, float):
+        return round(value, 4)
+    return [_rounded(v) for v in value] if isinstance(value, list) else value
 
 
 def _dates(rows: dict) -> str:
