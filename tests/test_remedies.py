@@ -401,9 +401,9 @@ def test_remedies_page_shows_how_far_an_interrupted_row_got(tmp_path, monkeypatc
         original(self, trainer, module, *args)
 
     page = tmp_path / "page.md"
-    args = ["--rows", "baseline", "aggressive", "--max-steps", "30", "--iw-samples", "0", "--out",
-            str(tmp_path / "runs"), "--page", str(page)]
-    assert _remedies_script().main([*args[:2], *args[3:]]) == 0  # the baseline alone, uninterrupted
+    common = ["--max-steps", "30", "--iw-samples", "0", "--out", str(tmp_path / "runs"), "--page", str(page)]
+    args = ["--rows", "baseline", "aggressive", *common]
+    assert _remedies_script().main(["--rows", "baseline", *common]) == 0  # the baseline alone, uninterrupted
     monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", sigterm_at_step_12)
     with pytest.raises(T.RunInterrupted, match="at step 12"):
         _remedies_script().main(args)
