@@ -178,7 +178,9 @@ class VAEOutput:
     """What one forward pass of :class:`seqvae.model.SequenceVAE` returns.
 
     ``rec`` and ``kl`` are per sentence (``b``); ``kl`` is the raw KL (regularizers such as free bits
-    change only ``loss``). ``terms`` holds every scalar that entered ``loss``.
+    change only ``loss``). ``terms`` holds every scalar that entered ``loss``. ``logits`` (``b t v``)
+    is None when the decoder exposes an ``output_layer``: the vocabulary layer and the loss then run
+    fused (:func:`seqvae.fused_ce.linear_cross_entropy`) and the full logits are never made.
     """
 
     loss: Tensor
@@ -186,7 +188,7 @@ class VAEOutput:
     kl: Tensor
     kl_per_dim: Tensor
     beta: float
-    logits: Tensor
+    logits: Tensor | None
     z: Tensor
     posterior: Posterior
     terms: dict[str, Tensor] = field(default_factory=dict)
@@ -279,9 +281,10 @@ class Decoder(nn.Module, _Component, ABC):
     def output_layer(self) -> nn.Linear | None:
         """The final ``Linear`` from features to logits, when the decoder ends in one; default None.
 
-        With :meth:`forward_features` it lets evaluation compute the token NLL in row blocks that
-        stay in the CPU cache, and only at real (non-padding) positions, without ever holding the
-        whole ``b t v`` logits tensor. Optional: a decoder without it is evaluated from ``forward``.
+        When given, training and evaluation compute the vocabulary layer and the cross-entropy as
+        one fused, blocked operation on the real positions from :meth:`forward_features` (faster,
+        and no ``b t v`` tensor). Optional: a decoder without it is trained and evaluated from
+        ``forward``'s logits.
         """
         return None
 

@@ -117,14 +117,16 @@ def iw_log_likelihood(
 ) -> Tensor:
     """Importance-weighted estimate of log p(x) per sentence, ``b``, with ``k`` samples of q(z|x).
 
-    Samples are decoded ``c`` at a time as ``(c b)`` rows, ``c`` chosen so the logits hold at most
-    ``max_chunk_elements`` numbers (64 Mi floats = 256 MiB by default).
+    Samples are decoded ``c`` at a time as ``(c b)`` rows, ``c`` chosen so the logits (or, for a decoder
+    with an ``output_layer``, whose vocabulary layer runs fused and blocked, eight features per hidden
+    unit) hold at most ``max_chunk_elements`` numbers (64 Mi floats = 256 MiB by default).
     """
     if k < 1:
         raise ValueError(f"iw samples must be >= 1, got {k}")
     post = model.encode(batch) if posterior is None else posterior
     b, width = batch.inputs.shape
-    per_sample = max(1, b * width * model.ctx.vocab_size)
+    fused = model.decoder.output_layer() is not None
+    per_sample = max(1, b * width * (8 * model.ctx.hidden_size if fused else model.ctx.vocab_size))
     chunk = max(1, min(k, max_chunk_elements // per_sample))
     z_all = post.rsample(k, generator=generator)  # k b d: small; the decoder logits are what is chunked
     log_w = []

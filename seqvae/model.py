@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import Tensor, nn
 
+from seqvae.fused_ce import CE_BLOCK_ROWS, linear_cross_entropy
 from seqvae.interfaces import (
     Batch,
     BuildContext,
@@ -24,7 +25,7 @@ from seqvae.interfaces import (
 __all__ = ["NLL_BLOCK_ROWS", "SequenceVAE", "blocked_token_nll"]
 
 
-NLL_BLOCK_ROWS = 256
+NLL_BLOCK_ROWS = CE_BLOCK_ROWS
 
 
 def blocked_token_nll(
@@ -32,19 +33,16 @@ def blocked_token_nll(
 ) -> Tensor:
     """Token cross-entropy ``b t`` (0 at padding) of ``layer(features)`` for ``features: b t h``, ``targets: b t``.
 
-    Only the positions whose target is not ``pad_id`` are computed, ``block`` rows at a time, so the
-    ``block x v`` logits of one block fit in the cache; no ``b t v`` tensor is ever made.
+    Only the positions whose target is not ``pad_id`` are computed, through
+    :func:`seqvae.fused_ce.linear_cross_entropy` (``block`` rows at a time, no ``b t v`` tensor,
+    differentiable, in the autocast dtype under autocast).
     """
     b, t, _ = features.shape
     flat_targets = rearrange(targets, "b t -> (b t)")
     real = (flat_targets != pad_id).nonzero().squeeze(-1)  # n
     rows = rearrange(features, "b t h -> (b t) h").index_select(0, real)  # n h
-    wanted = flat_targets.index_select(0, real)  # n
-    out = features.new_zeros(b * t, dtype=torch.float32)
-    parts = [F.cross_entropy(layer(rows[i : i + block]).float(), wanted[i : i + block], reduction="none")
-             for i in range(0, rows.shape[0], block)]
-    if parts:
-        out.index_copy_(0, real, torch.cat(parts))
+    nll = linear_cross_entropy(rows, layer, flat_targets.index_select(0, real), block)  # n
+    out = nll.new_zeros(b * t).index_copy(0, real, nll)  # (b t)
     return rearrange(out, "(b t) -> b t", b=b)
 
 
@@ -86,20 +84,23 @@ class SequenceVAE(nn.Module):
         return self.prior.adapt_posterior(posterior)
 
     def reconstruction_nll(self, batch: Batch, z: Tensor, inputs: Tensor | None = None) -> Tensor:
-        """-log p(x|z) per sentence, ``b``; ``inputs`` defaults to the uncorrupted decoder inputs.
+        """-log p(x|z) per sentence, ``b``; ``inputs`` defaults to the uncorrupted decoder inputs."""
+        return self._token_nll(batch, z, batch.inputs if inputs is None else inputs)[0].sum(-1)
 
-        Without gradients (evaluation, IW-NLL) and with a decoder that exposes its
-        ``output_layer``, the vocabulary layer and the cross-entropy run in blocks of
-        ``NLL_BLOCK_ROWS`` real positions: the same numbers, with the logits of each block still in
-        the CPU cache when the cross-entropy reads them, and nothing spent on padding.
+    def _token_nll(self, batch: Batch, z: Tensor, inputs: Tensor) -> tuple[Tensor, Tensor | None]:
+        """(token NLL ``b t`` with 0 at padding, logits ``b t v`` or None).
+
+        With a decoder that exposes its ``output_layer``, the vocabulary layer and the
+        cross-entropy are one fused, blocked operation on the real positions only
+        (:func:`seqvae.fused_ce.linear_cross_entropy`): no ``b t v`` logits exist, so None is returned
+        for them. Other decoders give logits and the plain masked cross-entropy.
         """
-        inputs = batch.inputs if inputs is None else inputs
-        layer = None if torch.is_grad_enabled() else self.decoder.output_layer()
+        layer = self.decoder.output_layer()
         if layer is not None:
             features = self.decoder.forward_features(inputs, z, batch.lengths)  # b t h
-            return blocked_token_nll(features, layer, batch.targets, self.ctx.pad_id).sum(-1)
+            return blocked_token_nll(features, layer, batch.targets, self.ctx.pad_id), None
         logits = self.decoder(inputs, z, batch.lengths)  # b t v
-        return self.token_nll(logits, batch).sum(-1)
+        return self.token_nll(logits, batch), logits
 
     def token_nll(self, logits: Tensor, batch: Batch) -> Tensor:
         """Masked token cross-entropy ``b t`` (0 at padding) from ``logits: b t v``."""
@@ -129,8 +130,8 @@ class SequenceVAE(nn.Module):
         inputs = batch.inputs
         for reg in self.regularizers:
             inputs = reg.corrupt_inputs(inputs, batch.lengths, step, generator)
-        logits = self.decoder(inputs, z, batch.lengths)  # b t v
-        rec = self.token_nll(logits, batch).sum(-1)  # b
+        token_nll, logits = self._token_nll(batch, z, inputs)  # b t, b t v or None
+        rec = token_nll.sum(-1)  # b
         kl_per_dim = self.prior.kl(posterior, generator).per_dim  # b d
         kl_loss = kl_per_dim
         for reg in self.regularizers:

@@ -55,14 +55,17 @@ def test_loss_is_rec_plus_beta_kl_with_regularizers_in_order():
     kl_floor = torch.clamp(out.kl_per_dim.mean(0), min=5.0).sum()  # every dim below 5 nats -> floored
     torch.testing.assert_close(out.loss, out.rec.mean() + 0.5 * kl_floor)
     torch.testing.assert_close(out.kl, out.kl_per_dim.sum(-1))  # reported KL stays raw
-    assert out.logits.shape == (6, batch.inputs.shape[1], len(VOCAB))
+    assert out.logits is None  # the RNN decoder's vocabulary layer ran fused: no b t v logits were made
+    full = model.token_nll(model.decoder(batch.inputs, out.z, batch.lengths), batch).sum(-1)
+    torch.testing.assert_close(out.rec, full)
 
 
 def test_historyless_decoder_sees_only_unk_during_training():
     model = tiny_model(regularizers=["historyless"]).train()
     batch = tiny_store(6).batch(torch.arange(6), VOCAB)
     seen = []
-    model.decoder.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
+    # the decoder's embedding sees the (corrupted) inputs, in the fused path and the logits path alike
+    model.decoder.embed.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
     model(batch)
     inputs = seen[-1]
     words = batch.inputs >= 4
@@ -214,7 +217,7 @@ def test_an_interrupted_evaluation_reuses_the_finished_training(tmp_path):
 
 @pytest.mark.parametrize("decoder", ["lstm", "gru"])
 def test_blocked_evaluation_nll_equals_the_full_logits_one(decoder):
-    """Without gradients the NLL is computed in row blocks at real positions only: same numbers."""
+    """The NLL is computed fused, in row blocks, at real positions only: same numbers."""
     from seqvae.model import blocked_token_nll
 
     model = tiny_model(decoder=decoder).eval()
