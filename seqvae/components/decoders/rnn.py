@@ -11,6 +11,7 @@ from torch import Tensor, nn
 
 from seqvae.config import ComponentConfig
 from seqvae.interfaces import BuildContext, Decoder
+from seqvae.layers import Dropout
 
 __all__ = ["GRUDecoder", "LSTMDecoder", "RNNDecoderConfig"]
 
@@ -47,11 +48,11 @@ class _RNNDecoder(Decoder):
         self.concat = has_z and config.z_injection in ("concat", "both")
         self.init = has_z and config.z_injection in ("init", "both")
         self.embed = nn.Embedding(ctx.vocab_size, ctx.embed_dim, padding_idx=ctx.pad_id)
-        self.embed_dropout = nn.Dropout(config.embed_dropout)
+        self.embed_dropout = Dropout(config.embed_dropout)
         in_dim = ctx.embed_dim + (ctx.latent_dim if self.concat else 0)
         self.rnn = self.cell(in_dim, self.hidden, num_layers=self.layers, batch_first=True)
         self.z_to_state = nn.Linear(ctx.latent_dim, self.layers * self.hidden) if self.init else None
-        self.output_dropout = nn.Dropout(config.output_dropout)
+        self.output_dropout = Dropout(config.output_dropout)
         self.out = nn.Linear(self.hidden, ctx.vocab_size)
 
     def _embed(self, tokens: Tensor, z: Tensor) -> Tensor:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import ClassVar
 
+import torch
 from einops import rearrange
 from pydantic import Field
 from torch import Tensor, nn
@@ -11,6 +12,7 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from seqvae.config import ComponentConfig
 from seqvae.interfaces import BuildContext, DiagonalGaussian, Encoder
+from seqvae.layers import Dropout
 
 __all__ = ["GRUEncoder", "LSTMEncoder", "RNNEncoderConfig"]
 
@@ -25,9 +27,12 @@ class RNNEncoderConfig(ComponentConfig):
 
 
 class _RNNEncoder(Encoder):
-    """Embed, run the RNN over the packed sentence, map the last layer's final state to (mean, logvar).
+    """Embed, run the RNN, map the last layer's state at each sentence's last token to (mean, logvar).
 
-    Packing makes the result independent of padding, also for the backward direction.
+    A one-directional RNN runs over the padded batch (the fused oneDNN / cuDNN kernels) and its output
+    at position ``length - 1`` is taken: later padding cannot reach it, so the result does not depend
+    on padding. A bidirectional one runs over the packed sentence, so that its backward direction
+    starts at each sentence's own last token.
     """
 
     Config = RNNEncoderConfig
@@ -38,7 +43,7 @@ class _RNNEncoder(Encoder):
         hidden = config.hidden_size or ctx.hidden_size
         self.directions = 2 if config.bidirectional else 1
         self.embed = nn.Embedding(ctx.vocab_size, ctx.embed_dim, padding_idx=ctx.pad_id)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = Dropout(config.dropout)
         self.rnn = self.cell(
             ctx.embed_dim, hidden, num_layers=config.num_layers, batch_first=True,
             bidirectional=config.bidirectional,
@@ -52,11 +57,17 @@ class _RNNEncoder(Encoder):
     def forward_embeddings(self, embeddings: Tensor, lengths: Tensor) -> DiagonalGaussian:
         """Encode ``embeddings: b t e`` directly (the VampPrior's pseudo-inputs)."""
         x = self.dropout(embeddings)  # b t e
-        packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, state = self.rnn(packed)
-        h_n = state[0] if isinstance(state, tuple) else state  # (l dir) b h
-        last = rearrange(h_n, "(l dir) b h -> l b (dir h)", dir=self.directions)[-1]  # b (dir h)
-        mean, logvar = self.to_params(last).chunk(2, dim=-1)  # b d, b d
+        if self.directions == 1:
+            out, _ = self.rnn(x)  # b t h
+            index = (lengths.to(out.device) - 1).clamp(min=0)  # b
+            last = out[torch.arange(out.shape[0], device=out.device), index]  # b h
+        else:
+            packed = pack_padded_sequence(x, lengths.cpu(), batch_first=True, enforce_sorted=False)
+            _, state = self.rnn(packed)
+            h_n = state[0] if isinstance(state, tuple) else state  # (l dir) b h
+            last = rearrange(h_n, "(l dir) b h -> l b (dir h)", dir=self.directions)[-1]  # b (dir h)
+        # float32 under autocast too: log q(z|x), the KL and IW-NLL's weights need its precision
+        mean, logvar = self.to_params(last).float().chunk(2, dim=-1)  # b d, b d
         return DiagonalGaussian(mean, logvar)
 
 
