@@ -1,0 +1,142 @@
+"""The fast paths: the fused vocabulary layer + cross-entropy (``seqvae.fused_ce``), the fast (bf16)
+precision, the unpacked encoder and the CPU dropout (``seqvae.layers``).
+
+Tolerances, stated once: in float32 the fused operation equals ``F.cross_entropy(layer(x))`` to
+float32 rounding (1e-5) in value and gradients. Under bf16 autocast the per-token loss is within
+0.02 nats of float32 and the gradients within 3 % (relative to the largest entry): bf16 keeps 8
+significant bits, and the softmax rounds only its output (float32 accumulation).
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from seqvae.fused_ce import linear_cross_entropy
+from tests.test_model import VOCAB, tiny_model, tiny_store
+
+
+def _reference(x, layer, y, weights):
+    x = x.detach().clone().requires_grad_()
+    layer.zero_grad()
+    loss = F.cross_entropy(layer(x), y, reduction="none")
+    (loss * weights).sum().backward()
+    return loss.detach(), [x.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
+
+
+def _fused(x, layer, y, weights, block, bf16=False):
+    x = x.detach().clone().requires_grad_()
+    layer.zero_grad()
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss = linear_cross_entropy(x, layer, y, block=block)
+    (loss * weights).sum().backward()
+    return loss.detach(), [x.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
+
+
+@pytest.mark.parametrize("block", [1, 7, 64, 1000])
+def test_fused_equals_the_unfused_layer_in_float32(block):
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(24, 300)
+    x, y = torch.randn(50, 24), torch.randint(0, 300, (50,))
+    weights = torch.rand(50)  # an arbitrary upstream gradient per row, as a sentence mean makes
+    ref, ref_grads = _reference(x, layer, y, weights)
+    out, grads = _fused(x, layer, y, weights, block)
+    assert out.dtype == torch.float32
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    for got, want in zip(grads, ref_grads):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+def test_fused_under_bf16_autocast_is_within_the_stated_tolerance():
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(64, 2000)
+    x, y = torch.randn(300, 64), torch.randint(0, 2000, (300,))
+    weights = torch.rand(300)
+    ref, ref_grads = _reference(x, layer, y, weights)
+    out, grads = _fused(x, layer, y, weights, 128, bf16=True)
+    assert out.dtype == torch.float32
+    assert (out - ref).abs().max() < 0.02
+    for got, want in zip(grads, ref_grads):
+        assert got.dtype == want.dtype
+        assert ((got - want).abs().max() / want.abs().max()) < 0.03
+
+
+def test_a_target_too_unlikely_for_a_float_probability_still_gets_its_exact_loss():
+    """Logits 150 nats apart: p(target) underflows, and the log-sum-exp road gives the loss."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(16, 300)
+    with torch.no_grad():
+        layer.weight.mul_(40)
+    x, y = torch.randn(50, 16), torch.randint(0, 300, (50,))
+    ref = F.cross_entropy(layer(x), y, reduction="none")
+    assert ref.max() > 100
+    torch.testing.assert_close(linear_cross_entropy(x, layer, y).detach(), ref.detach(), atol=1e-4, rtol=1e-6)
+
+
+def test_bad_shapes_are_refused_with_both_shapes_named():
+    layer = torch.nn.Linear(4, 10)
+    with pytest.raises(ValueError, match=r"\(got \(2, 3, 4\) and \(2, 3\)\)"):
+        linear_cross_entropy(torch.randn(2, 3, 4), layer, torch.zeros(2, 3, dtype=torch.long))
+
+
+@pytest.mark.parametrize("decoder", ["lstm", "gru"])
+def test_the_fast_precision_gives_the_fp32_loss_on_a_fixed_batch(decoder):
+    """One fixed batch, one fixed z noise: the bf16-mixed loss and its terms match fp32 within 1 %
+    (0.02 nats per token), and so do the gradients' norms within 5 %."""
+    model = tiny_model(decoder=decoder, encoder=decoder)
+    batch = tiny_store(16).batch(torch.arange(16), VOCAB)
+
+    def run(bf16: bool):
+        model.zero_grad()
+        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+            out = model(batch, step=0, total_steps=1, generator=torch.Generator().manual_seed(3))
+        out.loss.backward()
+        norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
+        return out, norm
+
+    out32, norm32 = run(False)
+    out16, norm16 = run(True)
+    assert out16.loss.dtype == torch.float32 and out16.kl.dtype == torch.float32
+    tokens = int(batch.lengths.sum())
+    assert abs(float((out16.rec.sum() - out32.rec.sum()).detach())) / tokens < 0.02
+    assert abs(float((out16.loss - out32.loss).detach())) / float(out32.loss.detach()) < 0.01
+    torch.testing.assert_close(out16.kl.detach(), out32.kl.detach(), rtol=0.05, atol=0.02)
+    assert abs(float(norm16 / norm32) - 1) < 0.05
+
+
+@pytest.mark.parametrize("cell", ["lstm", "gru"])
+@pytest.mark.parametrize("layers", [1, 2])
+def test_the_unpacked_encoder_equals_the_packed_one(cell, layers):
+    """The one-directional encoder runs padded and takes the output at length - 1: it must equal the
+    final state of the packed run, for every sentence, whatever the padding."""
+    from torch.nn.utils.rnn import pack_padded_sequence
+
+    model = tiny_model(encoder={"kind": cell, "num_layers": layers}).eval()
+    batch = tiny_store(13).batch(torch.arange(13), VOCAB)
+    enc = model.encoder
+    with torch.no_grad():
+        post = enc(batch.targets, batch.lengths)
+        packed = pack_padded_sequence(enc.embed(batch.targets), batch.lengths, batch_first=True, enforce_sorted=False)
+        _, state = enc.rnn(packed)
+        h_n = state[0] if isinstance(state, tuple) else state
+        mean, logvar = enc.to_params(h_n[-1]).chunk(2, dim=-1)
+    torch.testing.assert_close(post.mean, mean)
+    torch.testing.assert_close(post.logvar, logvar)
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5, 0.9])
+def test_the_cpu_dropout_drops_p_and_keeps_the_mean(p):
+    from seqvae.layers import Dropout
+
+    torch.manual_seed(0)
+    drop = Dropout(p)
+    x = torch.ones(400, 500, requires_grad=True)
+    y = drop(x)
+    dropped = float((y == 0).float().mean())
+    assert abs(dropped - p) < 0.01  # 200k draws: 4 standard errors at most
+    assert abs(float(y.mean()) - 1.0) < 0.03
+    y.sum().backward()
+    torch.testing.assert_close(x.grad, (y.detach() != 0).float() / (1 - p))  # the same mask in the backward
+    assert torch.equal(drop.eval()(x), x)  # identity in evaluation
+    assert float(Dropout(1.0).train()(x).abs().sum()) == 0.0
