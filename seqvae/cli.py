@@ -53,6 +53,28 @@ def _hardware(raw: dict[str, Any], accelerator: Optional[str], devices: Optional
             raw.setdefault("train", {})[key] = value
 TRAINING = "Training"
 OUTPUT = "Output"
+EvalPrecisionOpt = Annotated[Optional[str], typer.Option(
+    "--precision", help="32-true (default) or bf16-mixed: evaluate under bf16 autocast (float32 reductions).",
+    rich_help_panel=HARDWARE)]
+
+
+def _one_device(accelerator: Optional[str], devices: Optional[int]) -> Any:
+    """The torch device that ``--accelerator/--devices`` name for evaluation and generation (one process).
+
+    Checked before anything is loaded or written: exit 2 with one line on a bad choice.
+    """
+    acc = accelerator or "cpu"
+    if acc not in ("cpu", "gpu", "auto"):
+        _fail(f"--accelerator must be cpu, gpu or auto, got '{acc}'")
+    if devices is not None and devices != 1:
+        _fail(f"--devices: evaluation and generation run in one process on one device (got {devices}; use 1)")
+    import torch
+
+    if acc == "gpu" and not torch.cuda.is_available():
+        _fail("--accelerator gpu: torch sees no CUDA device (torch.cuda.is_available() is False); "
+              "use --accelerator cpu or auto")
+    return torch.device("cuda" if acc != "cpu" and torch.cuda.is_available() else "cpu")
+
 
 
 def _fail(message: str, code: int = 2) -> None:
@@ -411,13 +433,20 @@ def eval_(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Read the corpus from here instead of the stored path.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
+    precision: EvalPrecisionOpt = None,
     verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
 ) -> None:
     """Evaluate a trained model: -ELBO, IW-NLL, PPL, KL, MI, AU, shuffle gap, collapse verdict.
 
-    For a run folder the result is also written to ``eval-<split>-k<K>.json`` in that folder.
+    For a run folder the result is also written to ``eval-<split>-k<K>.json`` in that folder
+    (``eval-<split>-k<K>-bf16.json`` with ``--precision bf16-mixed``).
     """
     _setup_logging(verbose)
+    if precision is not None and precision not in ("32-true", "bf16-mixed"):
+        _fail(f"--precision must be 32-true or bf16-mixed, got '{precision}'")
+    device = _one_device(accelerator, devices)
     if split is not None and split not in ("valid", "test", "train"):
         _fail(f"--split must be train, valid or test, got '{split}'")
     if iw_samples is not None and iw_samples < 0:
@@ -442,12 +471,15 @@ def eval_(
             f"{path}: the checkpoint's vocabulary ({len(vocab)} words) differs from the corpus's "
             f"({len(corpus.vocab)} words); is --data-dir the corpus it was trained on?"
         )
-    result = {"checkpoint": str(path), **evaluate_run(model, cfg, corpus, split=split, iw_samples=iw_samples,
+    result = {"checkpoint": str(path), **evaluate_run(model.to(device), cfg, corpus, split=split,
+                                                      iw_samples=iw_samples, device=device,
+                                                      precision=precision or "32-true",
                                                       checkpoint=path if target.is_dir() else None)}
     result = {**cfg.component_names(), "seed": cfg.train.seed, **result, "collapsed": result["metrics"]["collapsed"], "status": "ok"}
     if target.is_dir():
         k = result["metrics"].get("iw_samples", 0)
-        (target / f"eval-{result['split']}-k{k}.json").write_text(json.dumps(result, indent=2))
+        tag = "-bf16" if result["eval_precision"] == "bf16-mixed" else ""
+        (target / f"eval-{result['split']}-k{k}{tag}.json").write_text(json.dumps(result, indent=2))
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
@@ -487,16 +519,24 @@ def _decode_options(strategy: str, max_length: int, temperature: float, top_k: i
         _fail(f"{flag}: {e['msg']} (got {e.get('input')!r})")
 
 
-def _load_run(target: Path) -> tuple[Any, Any, Any]:
-    """Model, config and vocabulary of a run folder or checkpoint; exit 2 on a bad file."""
+def _load_run(target: Path, device: Any = None) -> tuple[Any, Any, Any]:
+    """Model (on ``device``), config and vocabulary of a run folder or checkpoint; exit 2 on a bad file."""
     path = target / "checkpoint.pt" if target.is_dir() else target
     from seqvae.training import load_checkpoint
 
     try:
-        return load_checkpoint(path)
+        model, cfg, vocab = load_checkpoint(path)
     except ValueError as exc:
         _fail(str(exc))
         raise  # unreachable: _fail exits
+    return (model if device is None else model.to(device)), cfg, vocab
+
+
+def _generator(device: Any, seed: int) -> Any:
+    """A generator seeded with ``seed`` on ``device`` (CUDA sampling needs one there)."""
+    import torch
+
+    return torch.Generator(device=device).manual_seed(seed)
 
 
 def _encode(texts: list[Any], cfg: Any, vocab: Any, what: str) -> Any:
@@ -550,20 +590,19 @@ def sample(
     n: Annotated[int, typer.Option("-n", "--num", help="Sentences to sample.")] = 10,
     strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
     top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
 ) -> None:
     """Decode sentences from z drawn from the prior."""
     if n < 1:
         _fail(f"-n must be >= 1, got {n}")
     dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
-    model, cfg, vocab = _load_run(target)
+    device = _one_device(accelerator, devices)
+    model, cfg, vocab = _load_run(target, device)
     if not cfg.has_latent:
         _fail(f"{target}: a language-model baseline has no latent to sample from")
-    import torch
-
     from seqvae.generation import sample_prior, words
 
-    ids = sample_prior(model, n, dcfg, torch.Generator().manual_seed(seed))
+    ids = sample_prior(model, n, dcfg, _generator(device, seed))
     rows = [{"i": i + 1, "sentence": words(s, vocab)} for i, s in enumerate(ids)]
     _print(rows, [("#", "i"), ("sample", "sentence")], f"seqvae sample ({dcfg.strategy})", as_json,
            {"decode": dcfg.model_dump(), "seed": seed})
@@ -577,17 +616,16 @@ def reconstruct(
     sample_z: Annotated[bool, typer.Option("--sample-z", help="Decode from a sample of q(z|x) instead of its mean.")] = False,
     strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
     top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
 ) -> None:
     """Encode each sentence, decode it again, and show both."""
     dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
-    model, cfg, vocab = _load_run(target)
-    import torch
-
+    device = _one_device(accelerator, devices)
+    model, cfg, vocab = _load_run(target, device)
     from seqvae.generation import reconstruct as rec, words
 
     enc = _encode(_read_lines(input_, cfg), cfg, vocab, "stdin" if input_ == "-" else input_)
-    ids = rec(model, enc, vocab, dcfg, sample=sample_z, generator=torch.Generator().manual_seed(seed))
+    ids = rec(model, enc, vocab, dcfg, sample=sample_z, generator=_generator(device, seed))
     rows = [{"input": s, "reconstruction": words(r, vocab)} for s, r in zip(enc.sentences, ids)]
     _print(rows, [("input", "input"), ("reconstruction", "reconstruction")], "seqvae reconstruct", as_json,
            {"unknown_words": enc.unknown, "z": "sample" if sample_z else "mean", "decode": dcfg.model_dump()})
@@ -601,21 +639,20 @@ def interpolate(
     steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.")] = 8,
     strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
     top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
 ) -> None:
     """Decode z(a) = (1 - a) z_1 + a z_2 between two sentences' posterior means (the homotopy)."""
     if steps < 2:
         _fail(f"--steps must be >= 2, got {steps}")
     dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
-    model, cfg, vocab = _load_run(target)
+    device = _one_device(accelerator, devices)
+    model, cfg, vocab = _load_run(target, device)
     if not cfg.has_latent:
         _fail(f"{target}: a language-model baseline has no latent to interpolate in")
-    import torch
-
     from seqvae.generation import interpolate as interp, words
 
     enc = _encode([first, second], cfg, vocab, "input")
-    path = interp(model, enc, vocab, steps, dcfg, torch.Generator().manual_seed(seed))
+    path = interp(model, enc, vocab, steps, dcfg, _generator(device, seed))
     rows = [{"a": f"{a:.3f}", "sentence": words(s, vocab)} for a, s in path]
     _print(rows, [("a", "a"), ("sentence", "sentence")], "seqvae interpolate", as_json,
            {"inputs": [first, second], "unknown_words": enc.unknown, "decode": dcfg.model_dump()})
@@ -631,24 +668,23 @@ def attribute(
     scale: Annotated[float, typer.Option("--scale", help="z + scale * (mean z+ - mean z-).")] = 1.0,
     strategy: StrategyOpt = "greedy", max_length: MaxLenOpt = 50, temperature: TempOpt = 1.0, top_k: TopKOpt = 10,
     top_p: TopPOpt = 0.9, beam_width: BeamOpt = 5, length_penalty: PenaltyOpt = 1.0, seed: SeedOpt = 0,
-    as_json: JsonOpt = False,
+    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
 ) -> None:
     """Compute an attribute vector (mean z of --positive minus mean z of --negative) and add it to sentences."""
     dcfg = _decode_options(strategy, max_length, temperature, top_k, top_p, beam_width, length_penalty)
-    model, cfg, vocab = _load_run(target)
+    device = _one_device(accelerator, devices)
+    model, cfg, vocab = _load_run(target, device)
     if not cfg.has_latent:
         _fail(f"{target}: a language-model baseline has no latent for an attribute vector")
-    import torch
-
     from seqvae.generation import apply_attribute, attribute_vector, reconstruct as rec, words
 
     pos = _encode(_read_lines(str(positive), cfg), cfg, vocab, str(positive))
     neg = _encode(_read_lines(str(negative), cfg), cfg, vocab, str(negative))
     enc = _encode(list(apply), cfg, vocab, "--apply")
     vector = attribute_vector(model, pos, neg, vocab)
-    g = torch.Generator().manual_seed(seed)
+    g = _generator(device, seed)
     plain = rec(model, enc, vocab, dcfg, generator=g)
-    shifted = apply_attribute(model, enc, vocab, vector, scale, dcfg, torch.Generator().manual_seed(seed))
+    shifted = apply_attribute(model, enc, vocab, vector, scale, dcfg, _generator(device, seed))
     rows = [{"input": s, "reconstruction": words(p, vocab), "shifted": words(t, vocab)}
             for s, p, t in zip(enc.sentences, plain, shifted)]
     _print(rows, [("input", "input"), ("reconstruction", "reconstruction"), (f"+ {scale:g} x vector", "shifted")],

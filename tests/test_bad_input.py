@@ -163,6 +163,11 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
      ["vocabulary", "differs"]),
     ("eval-bad-split", lambda t, r: ["eval", str(r), "--split", "dev"], ["--split", "dev"]),
     ("eval-negative-k", lambda t, r: ["eval", str(r), "--iw-samples", "-3"], ["--iw-samples", "-3"]),
+    ("eval-bad-precision", lambda t, r: ["eval", str(r), "--precision", "fp8"], ["--precision", "fp8"]),
+    ("eval-bad-accelerator", lambda t, r: ["eval", str(r), "--accelerator", "tpu"], ["--accelerator", "tpu"]),
+    ("eval-two-devices", lambda t, r: ["eval", str(r), "--devices", "2"], ["--devices", "one device"]),
+    ("sample-gpu-without-cuda", lambda t, r: (_no_cuda(), ["sample", str(r), "--accelerator", "gpu"])[1],
+     ["--accelerator gpu", "no CUDA device"]),
     # --- output folders
     ("train-into-another-run", lambda t, r: _occupied(t, "train"), ["already holds", "--overwrite"]),
     ("bench-into-another-bench", lambda t, r: _occupied(t, "bench"), ["already holds", "--resume"]),
@@ -175,6 +180,11 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
     ("rerun-not-a-run", lambda t, r: ["bench", "--rerun", str(_write(t / "out" / "x.txt", "x").parent)],
      ["not a finished seqvae run"]),
 ]
+
+
+def _no_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: --accelerator gpu is valid here")
 
 
 def _occupied(tmp: Path, command: str) -> list[str]:

@@ -194,6 +194,15 @@ def test_ptb_suite_with_data_dir_reports_the_metric_set_and_eval_reproduces_it(t
     for key in ("neg_elbo", "iw_nll", "kl", "mi", "au", "shuffle_gap"):
         assert again["metrics"][key] == pytest.approx(row["metrics"][key], rel=1e-6, abs=1e-9)
     assert (run / "eval-test-k5.json").exists()
+    # bf16 evaluation on request: its own file, its precision recorded, within 0.05 nats of fp32
+    res = runner.invoke(app, ["eval", str(run), "--precision", "bf16-mixed", "--accelerator", "cpu", "--json"])
+    assert res.exit_code == 0, res.output
+    fast = json.loads(res.stdout)
+    assert fast["eval_precision"] == "bf16-mixed" and again["eval_precision"] == "32-true"
+    assert json.loads((run / "eval-test-k5-bf16.json").read_text())["eval_precision"] == "bf16-mixed"
+    for key in ("neg_elbo", "iw_nll", "rec"):
+        assert abs(fast["metrics"][key] - again["metrics"][key]) < 0.05, key
+    assert fast["metrics"]["au"] == again["metrics"]["au"]
     res = runner.invoke(app, ["eval", str(run / "checkpoint.pt"), "--split", "valid", "--iw-samples", "0", "--json"])
     assert res.exit_code == 0, res.output
     valid = json.loads(res.stdout)
