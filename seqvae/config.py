@@ -30,6 +30,7 @@ __all__ = [
     "DataConfig",
     "EvalConfig",
     "ExperimentConfig",
+    "LRDecayConfig",
     "ModelConfig",
     "TrainConfig",
     "apply_overrides",
@@ -128,6 +129,23 @@ class DataConfig(_Strict):
     )
 
 
+class LRDecayConfig(_Strict):
+    """Learning-rate decay on a validation plateau (Li et al. 2019, He et al. 2019, texar's PTB recipe).
+
+    After ``patience`` validations in a row without a new best validation -ELBO (from ``start_step``
+    on), the learning rate is multiplied by ``factor``; with ``restore_best`` the weights of the best
+    validation so far are loaded back and the optimizer's state is reset (He et al. reload the best
+    model and build a new optimizer at each decay). Training stops once ``max_decays`` decays have
+    been made.
+    """
+
+    factor: float = Field(0.5, gt=0, lt=1, description="Multiply the learning rate by this at each decay.")
+    patience: int = Field(2, ge=1, description="Validations without a new best before a decay.")
+    max_decays: int = Field(5, ge=1, description="Stop training after this many decays.")
+    start_step: int = Field(0, ge=0, description="No decay before this step (He et al.: epoch 15).")
+    restore_best: bool = Field(True, description="Load the best weights back (and reset the optimizer) at a decay.")
+
+
 class TrainConfig(_Strict):
     """Optimisation and the Lightning trainer."""
 
@@ -155,6 +173,26 @@ class TrainConfig(_Strict):
     deterministic: bool = Field(
         True, description="Deterministic algorithms (same config + seed = same numbers on one machine)."
     )
+    lr_decay: LRDecayConfig | None = Field(
+        None, description="Learning-rate decay on a validation plateau (needs val_every); None = constant lr."
+    )
+    early_stop: int | None = Field(
+        None, ge=1, description="Stop after this many validations in a row without a new best (needs val_every).",
+    )
+    keep: Literal["last", "best"] = Field(
+        "last",
+        description="Weights saved as checkpoint.pt: the last step's, or those of the best validation -ELBO "
+        "(the final validation included). resume.ckpt always holds the last step's state.",
+    )
+
+    @model_validator(mode="after")
+    def _recipe_needs_validation(self) -> TrainConfig:
+        wanted = [name for name, on in (("lr_decay", self.lr_decay is not None), ("early_stop", self.early_stop),
+                                        ("keep: best", self.keep == "best")) if on]
+        if wanted and self.val_every is None:
+            verb = "needs" if len(wanted) == 1 else "need"
+            raise ValueError(f"{', '.join(wanted)} {verb} validation during training: set train.val_every")
+        return self
 
 
     @property

@@ -25,6 +25,7 @@ from seqvae.distributed import global_rank, is_rank_zero
 from seqvae.interfaces import Batch, Strategy
 from seqvae.metrics import evaluate
 from seqvae.model import SequenceVAE
+from seqvae.recipes import ValidationRecipe
 from seqvae.registry import get_registry, installed_plugins
 
 __all__ = [
@@ -335,10 +336,13 @@ def evaluate_run(
     iw_samples: int | None = None,
     device: torch.device | str = "cpu",
     checkpoint: Path | None = None,
+    precision: str = "32-true",
 ) -> dict[str, Any]:
     """The metric set of ``model`` on a split of ``corpus`` with the settings of ``cfg.eval``.
 
-    ``split`` and ``iw_samples`` override the config's. Timing is added as ``eval_seconds``. With
+    ``split`` and ``iw_samples`` override the config's. ``precision="bf16-mixed"`` evaluates under
+    bf16 autocast on ``device`` (matrix products in bf16, the posterior, the KL, every log-sum-exp and
+    every sum in float32); it is recorded as ``eval_precision``. Timing is added as ``eval_seconds``. With
     ``checkpoint`` (the file the model was loaded from or saved to), the running sums are kept in
     ``eval-partial-<split>-k<K>.pt`` next to it, so an interrupted evaluation continues where it
     stopped (for this same checkpoint file) instead of starting over.
@@ -351,14 +355,19 @@ def evaluate_run(
     partial, key = None, ""
     if checkpoint is not None and Path(checkpoint).exists():
         st = Path(checkpoint).stat()
-        partial = Path(checkpoint).with_name(f"eval-partial-{split}-k{k}.pt")
-        key = f"{Path(checkpoint).name}:{st.st_mtime_ns}:{st.st_size}|{split}"
+        tag = "-bf16" if precision == "bf16-mixed" else ""
+        partial = Path(checkpoint).with_name(f"eval-partial-{split}-k{k}{tag}.pt")
+        key = f"{Path(checkpoint).name}:{st.st_mtime_ns}:{st.st_size}|{split}|{precision}"
+    if precision not in ("32-true", "bf16-mixed"):
+        raise ValueError(f"precision must be 32-true or bf16-mixed, got {precision!r}")
     stats: dict[str, Any] = {}
-    metrics = evaluate(
-        model, batches, seed=cfg.train.seed, au_threshold=e.au_threshold, collapse_kl=e.collapse_kl,
-        iw_samples=k, device=device, partial=partial, partial_key=key, stats=stats,
-    )
-    out = {"split": split, "metrics": metrics, "eval_seconds": round(time.perf_counter() - start, 3)}
+    with torch.autocast(torch.device(device).type, dtype=torch.bfloat16, enabled=precision == "bf16-mixed"):
+        metrics = evaluate(
+            model, batches, seed=cfg.train.seed, au_threshold=e.au_threshold, collapse_kl=e.collapse_kl,
+            iw_samples=k, device=device, partial=partial, partial_key=key, stats=stats,
+        )
+    out = {"split": split, "metrics": metrics, "eval_seconds": round(time.perf_counter() - start, 3),
+           "eval_precision": precision}
     if stats.get("resumed_batches"):  # continued an interrupted evaluation: report the time of all its parts
         out["eval_seconds"] = round(stats["seconds"], 3)
         out["eval_resumed_batches"] = stats["resumed_batches"]
@@ -482,20 +491,33 @@ class ResumeCheckpoint(L.Callback):
 
     A kill at any moment leaves either the previous complete checkpoint or the new one, never a torn
     file. After a SIGTERM the state of the step that just finished is written too, so a pre-empted
-    run loses nothing.
+    run loses nothing. At a step that also validates (``val_every``), the state is written after the
+    validation, so that a resume does not skip it.
     """
 
-    def __init__(self, path: Path, every: int | None):
-        self.path, self.every = Path(path), every
+    def __init__(self, path: Path, every: int | None, val_every: int | None = None):
+        self.path, self.every, self.val_every = Path(path), every, val_every
+        self._after_validation = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
         due = bool(self.every) and step % self.every == 0
         if (due or trainer.received_sigterm) and step < (trainer.max_steps or 0):
-            tmp = self.path.with_name(self.path.name + ".tmp")
-            trainer.save_checkpoint(tmp)  # every process calls it; global rank 0 writes
-            if trainer.is_global_zero:
-                tmp.replace(self.path)
+            if due and not trainer.received_sigterm and self.val_every and step % self.val_every == 0:
+                self._after_validation = True
+                return
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._after_validation:
+            self._after_validation = False
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        tmp = self.path.with_name(self.path.name + ".tmp")
+        trainer.save_checkpoint(tmp)  # every process calls it; global rank 0 writes
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
 
 
 def _checkpoint_step(path: Path) -> int:
@@ -594,12 +616,12 @@ def _train(
     model = build_model(cfg, corpus.vocab)
     system = VAESystem(model, cfg)
     dm = TextDataModule(corpus, cfg.data.batch_size, cfg.data.eval_batch_size, cfg.data.bucket_factor, t.seed)
-    validate = t.val_every is not None
     if resume_from is not None:
         step = _checkpoint_step(resume_from)
         if is_rank_zero():
             _keep_metrics_before(run_dir / "logs", step)
-    callbacks = [ResumeCheckpoint(run_dir / RESUME_FILE, t.checkpoint_every)]
+    recipe = ValidationRecipe(t)  # before the checkpoint: a state written after a validation includes it
+    callbacks = [recipe, ResumeCheckpoint(run_dir / RESUME_FILE, t.checkpoint_every, t.val_every)]
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
@@ -615,9 +637,9 @@ def _train(
         enable_progress_bar=progress,
         enable_model_summary=False,
         log_every_n_steps=t.log_every,
-        val_check_interval=t.val_every if validate else None,
-        check_val_every_n_epoch=None if validate else 1,
-        limit_val_batches=None if validate else 0,
+        # every val_every steps (counted across epochs), and once at the end below; never without val_every
+        val_check_interval=t.val_every or t.max_steps + 1,
+        check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
         deterministic=t.deterministic,
     )
@@ -631,6 +653,10 @@ def _train(
             raise RunInterrupted(
                 f"{run_dir}: stopped by SIGTERM at step {trainer.global_step}; its state is saved in {RESUME_FILE}"
             ) from None
+        if not recipe.history or recipe.history[-1]["step"] != trainer.global_step:
+            recipe.final = True  # every run ends with a validation of its last weights, however short
+            trainer.validate(system, datamodule=dm, verbose=False, weights_only=True)
+    kept_best = recipe.restore_best(model)
     train_s = system.train_seconds()
     tokens = int(system.tokens_seen)
     if not trainer.is_global_zero:
@@ -644,6 +670,7 @@ def _train(
         "train_seconds": round(train_s, 3),
         "train_tokens_per_second": round(tokens / train_s, 1) if train_s > 0 else None,
         "strategy_state": system.strategy.state(),
+        "validation": {**recipe.summary(), "checkpoint_weights": "best" if kept_best else "last"},
         "threads": torch.get_num_threads(),  # CPU threads of this process: train_seconds depends on them
     }
     if resume_from is not None:

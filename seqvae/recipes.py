@@ -1,0 +1,108 @@
+"""The papers' training recipes as a Lightning callback: plateau decay, early stopping, best weights.
+
+:class:`ValidationRecipe` watches the validation -ELBO (``val/neg_elbo``, logged every
+``train.val_every`` steps and once more at the end of every run). It keeps the best value and a
+copy of the weights that gave it, multiplies the learning rate by ``train.lr_decay.factor`` after
+``patience`` validations without a new best (restoring the best weights and resetting the
+optimizer's state, as He et al. 2019 do), stops after ``max_decays`` decays or after
+``train.early_stop`` validations without a new best, and with ``train.keep = "best"`` puts the best
+weights back into the model when training ends, so that they become ``checkpoint.pt``. Its state,
+the best weights included, travels in ``resume.ckpt``, so a resumed run takes the same decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+import torch
+
+from seqvae.config import TrainConfig
+
+__all__ = ["ValidationRecipe"]
+
+METRIC = "val/neg_elbo"
+
+
+class ValidationRecipe(L.Callback):
+    """Best-validation tracking, learning-rate decay on a plateau and early stopping (see the module doc)."""
+
+    def __init__(self, train: TrainConfig):
+        self.cfg = train
+        self.best = math.inf
+        self.best_step = -1
+        self.bad = 0  # validations in a row without a new best
+        self.decays = 0
+        self.stopped: str | None = None
+        self.history: list[dict[str, float]] = []
+        self.best_state: dict[str, torch.Tensor] | None = None
+        self.final = False  # set for the validation that closes a run: record it, decide nothing
+
+    @property
+    def _keeps_weights(self) -> bool:
+        return self.cfg.keep == "best" or (self.cfg.lr_decay is not None and self.cfg.lr_decay.restore_best)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.sanity_checking or METRIC not in trainer.callback_metrics:
+            return
+        value, step = float(trainer.callback_metrics[METRIC]), int(trainer.global_step)
+        if self.history and self.history[-1]["step"] == step:
+            return  # this step was validated already (a resume repeats the last validation)
+        optimizer = trainer.optimizers[0] if trainer.optimizers else None
+        lr = float(optimizer.param_groups[0]["lr"]) if optimizer is not None else float("nan")
+        self.history.append({"step": step, "neg_elbo": value, "lr": lr})
+        if value < self.best:
+            self.best, self.best_step, self.bad = value, step, 0
+            if self._keeps_weights:
+                self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
+        else:
+            self.bad += 1
+        if self.final:
+            return
+        decay = self.cfg.lr_decay
+        if decay is not None and self.bad >= decay.patience and step >= decay.start_step and optimizer is not None:
+            self.decays += 1
+            self.bad = 0
+            for group in optimizer.param_groups:
+                group["lr"] *= decay.factor
+            if decay.restore_best and self.best_state is not None:
+                pl_module.model.load_state_dict(self.best_state)
+                optimizer.state.clear()  # a fresh optimizer state for the restored weights
+            if self.decays >= decay.max_decays:
+                self.stop(trainer, f"{self.decays} learning-rate decays at step {step}")
+        if self.cfg.early_stop is not None and self.bad >= self.cfg.early_stop:
+            self.stop(trainer, f"{self.bad} validations without a new best at step {step}")
+
+    def stop(self, trainer: L.Trainer, why: str) -> None:
+        if self.stopped is None:
+            self.stopped = why
+        trainer.should_stop = True
+
+    def restore_best(self, model: torch.nn.Module) -> bool:
+        """Load the best validation's weights into ``model`` when ``keep`` is ``best``; whether it did."""
+        if self.cfg.keep != "best" or self.best_state is None:
+            return False
+        model.load_state_dict(self.best_state)
+        return True
+
+    def summary(self) -> dict[str, Any]:
+        """What ``trained.json`` records of the validations and the recipe's decisions."""
+        return {
+            "best_neg_elbo": None if math.isinf(self.best) else self.best,
+            "best_step": self.best_step,
+            "final_neg_elbo": self.history[-1]["neg_elbo"] if self.history else None,
+            "lr_decays": self.decays,
+            "stopped_early": self.stopped,
+            "kept": self.cfg.keep,
+            "validations": self.history,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "decays": self.decays,
+                "stopped": self.stopped, "history": self.history, "best_state": self.best_state}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.best, self.best_step, self.bad = state["best"], state["best_step"], state["bad"]
+        self.decays, self.stopped, self.history = state["decays"], state["stopped"], state["history"]
+        self.best_state = state["best_state"]

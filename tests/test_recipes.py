@@ -1,0 +1,120 @@
+"""The papers' training recipes: validation at the end of every run, the best weights kept, the
+learning rate decayed on a validation plateau (best weights restored), early stopping, resumes."""
+
+from __future__ import annotations
+
+import csv
+
+import pytest
+import torch
+
+from seqvae.config import ConfigError, validate_experiment
+from seqvae.training import load_checkpoint, run_experiment
+
+DATA = {"dataset": {"kind": "synthetic", "n_sentences": 160, "n_train": 100, "n_valid": 30, "vocab_size": 20,
+                    "length": 5}, "batch_size": 10, "eval_batch_size": 30}
+TINY = {"model": {"latent_dim": 3, "embed_dim": 8, "hidden_size": 12}, "data": DATA, "eval": {"iw_samples": 2}}
+
+
+def _cfg(**train):
+    return validate_experiment({**TINY, "train": {"checkpoint_every": None, **train}})
+
+
+def _val_rows(run):
+    with open(run / "logs" / "metrics.csv") as f:
+        return [(int(r["step"]), float(r["val/neg_elbo"])) for r in csv.DictReader(f) if r.get("val/neg_elbo")]
+
+
+def test_every_run_ends_with_a_validation_even_without_val_every(tmp_path):
+    res = run_experiment(_cfg(max_steps=7), tmp_path / "run")
+    v = res["validation"]
+    assert [h["step"] for h in v["validations"]] == [7]
+    assert v["final_neg_elbo"] == v["best_neg_elbo"] and v["checkpoint_weights"] == "last"
+    assert [s for s, _ in _val_rows(tmp_path / "run")] == [7]  # in the curves too
+
+
+def test_keep_best_saves_the_weights_of_the_best_validation(tmp_path):
+    """A learning rate so large that validation gets worse after it was best: checkpoint.pt holds
+    the best validation's weights, and evaluating them on valid gives that validation's -ELBO."""
+    res = run_experiment(_cfg(max_steps=40, val_every=5, keep="best", lr=0.3, optimizer="sgd", grad_clip=0),
+                         tmp_path / "run")
+    v = res["validation"]
+    values = [h["neg_elbo"] for h in v["validations"]]
+    assert [h["step"] for h in v["validations"]] == list(range(5, 45, 5))
+    assert v["best_neg_elbo"] == min(values) and v["best_step"] == 5 * (values.index(min(values)) + 1)
+    assert v["best_step"] != 40, "the test needs a run whose last validation is not its best"
+    assert v["checkpoint_weights"] == "best"
+    model, cfg, _ = load_checkpoint(tmp_path / "run" / "checkpoint.pt")
+    from seqvae.data.datamodule import eval_batches
+    from seqvae.training import load_corpus
+
+    corpus = load_corpus(cfg.data.dataset)
+    torch.manual_seed(cfg.train.seed)  # what validation draws its noise from
+    model.eval()
+    total, n = 0.0, 0
+    with torch.no_grad():
+        for b in eval_batches(corpus.split("valid"), corpus.vocab, cfg.data.eval_batch_size):
+            post = model.encode(b)
+            total += float((model.reconstruction_nll(b, post.rsample()) + model.prior.kl(post).per_dim.sum(-1)).sum())
+            n += b.size
+    assert total / n == pytest.approx(v["best_neg_elbo"], rel=1e-4)
+
+
+def test_plateau_decay_halves_the_lr_restores_the_best_and_stops_after_max_decays(tmp_path):
+    res = run_experiment(_cfg(max_steps=400, val_every=4, lr=0.3, optimizer="sgd", grad_clip=0,
+                              lr_decay={"factor": 0.5, "patience": 1, "max_decays": 2}), tmp_path / "run")
+    v = res["validation"]
+    assert v["lr_decays"] == 2 and "2 learning-rate decays" in v["stopped_early"]
+    assert res["steps"] < 400  # stopped by the recipe, not by the budget
+    lrs = [h["lr"] for h in v["validations"]]
+    assert sorted(set(lrs), reverse=True) == [0.3, 0.15]  # the lr each validation saw; the 2nd decay stopped it
+    # a decay happens right after a validation that was no new best
+    hist = v["validations"]
+    for before, after in zip(hist, hist[1:]):
+        if after["lr"] < before["lr"]:
+            assert before["neg_elbo"] >= min(h["neg_elbo"] for h in hist[: hist.index(before)])
+
+
+def test_early_stop_after_validations_without_a_new_best(tmp_path):
+    res = run_experiment(_cfg(max_steps=400, val_every=4, lr=0.5, optimizer="sgd", grad_clip=0, early_stop=2),
+                         tmp_path / "run")
+    v = res["validation"]
+    hist = [h["neg_elbo"] for h in v["validations"]]
+    assert "2 validations without a new best" in v["stopped_early"] and res["steps"] < 400
+    assert min(hist[-2:]) >= min(hist[:-2])  # the last two were no new best
+    assert hist[-1] == v["final_neg_elbo"]
+
+
+class _Cut(Exception):
+    """Stands for a crash at a chosen step."""
+
+
+def test_a_resumed_run_takes_the_recipes_decisions_from_its_saved_state(tmp_path, monkeypatch):
+    """Crashed two steps after its fourth validation and resumed from the state of step 20 (a step with
+    a validation: the state is written after it): the same validations, learning rates, decays and
+    best weights as a straight run."""
+    import seqvae.training as T
+
+    cfg = _cfg(max_steps=40, val_every=5, lr=0.3, optimizer="sgd", grad_clip=0, keep="best", checkpoint_every=10,
+               lr_decay={"factor": 0.5, "patience": 1, "max_decays": 5})
+    straight = run_experiment(cfg, tmp_path / "straight")
+    original = T.ResumeCheckpoint.on_train_batch_end
+
+    def crash_at_22(self, trainer, module, *args):
+        original(self, trainer, module, *args)
+        if trainer.global_step == 22:
+            monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", original)
+            raise _Cut()
+
+    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", crash_at_22)
+    with pytest.raises(_Cut):
+        run_experiment(cfg, tmp_path / "cut")
+    resumed = run_experiment(cfg, tmp_path / "cut", resume=True)
+    assert resumed["validation"] == straight["validation"]
+    assert resumed["metrics"] == straight["metrics"]
+
+
+@pytest.mark.parametrize("train", [{"keep": "best"}, {"early_stop": 3}, {"lr_decay": {}}])
+def test_a_recipe_without_validation_is_a_config_error(train):
+    with pytest.raises(ConfigError, match=r"train: .*needs? validation during training: set train.val_every"):
+        validate_experiment({"train": train})
