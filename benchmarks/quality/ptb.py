@@ -10,13 +10,25 @@ Adam 1e-3) for these rows, one run folder each, and writes ``ptb-results.md`` ne
     cyclical            VAE, cyclical annealing, 4 cycles, R = 0.5 (Fu et al. 2019)
     free-bits           VAE, beta = 1, free bits 0.25 nats/dim = 8 nats for z = 32 (Li et al. 2019's target)
 
-A finished row (``result.json`` in its folder) is reused, so an interrupted run continues where it
-stopped; rows run in the order given by ``--rows``. A finished training evaluated under another K
-is evaluated again, not trained again, and its earlier result is listed under "Further evaluations".
-Usage (from the repository root)::
+With ``--suite ptb-converged`` every row trains until its validation stops improving (the recipe
+of Li et al. 2019: lr halved after 2 epochs without a new best, best weights restored, stop after 5
+decays; the best weights are evaluated), two more rows run:
+
+    ae-pretrain+fb      AE pretraining (beta = 0), then the VAE with free bits 0.25/dim (Li et al. 2019)
+    aggressive          aggressive encoder training (He et al. 2019)
+
+and the page (``ptb-converged.md``) checks each target of the fidelity issue against the published
+number. A finished row (``result.json`` in its folder) is reused, so an interrupted run continues
+where it stopped; rows run in the order given by ``--rows``. With ``--artifacts DIR`` the small
+files of each finished row (config, trained.json, result.json, metrics.csv) are copied to
+``DIR/<row>/`` (committed with the page), and a row found there with the same config is reused
+without its run folder, so a new machine redoes only the unfinished rows. A finished training
+evaluated under another K is evaluated again, not trained again, and its earlier result is listed
+under "Further evaluations". Usage (from the repository root)::
 
     python benchmarks/quality/ptb.py --data-dir ../shared/data/ptb            # the suite budget
     python benchmarks/quality/ptb.py --max-steps 2630 --iw-samples 50         # a short budget
+    python benchmarks/quality/ptb.py --suite ptb-converged --precision bf16-mixed --rows lm
 """
 
 from __future__ import annotations
@@ -25,6 +37,7 @@ import argparse
 import json
 import logging
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -42,6 +55,13 @@ ROWS = {
     "cyclical": {"schedule": {"kind": "cyclical", "n_cycles": 4, "ratio": 0.5}},
     "free-bits": {"schedule": "constant", "regularizers": [{"kind": "free-bits", "threshold": 0.25}]},
 }
+CONVERGED_ROWS = {
+    **ROWS,
+    "ae-pretrain+fb": {"schedule": "constant", "strategy": "ae-pretrain",
+                       "regularizers": [{"kind": "free-bits", "threshold": 0.25, "mode": "dimension"}]},
+    "aggressive": {"schedule": "constant", "strategy": "aggressive"},
+}
+ARTIFACTS = ("config.json", "trained.json", "result.json", "logs/metrics.csv")
 
 # Published PTB test numbers (see shared/reference/verified-numbers.md for the sources and tags).
 PUBLISHED = [
@@ -62,32 +82,48 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--data-dir", type=Path, default=root.parent / "shared" / "data" / "ptb")
     p.add_argument("--max-steps", type=int, default=None, help="Steps per row (default: the suite's).")
     p.add_argument("--iw-samples", type=int, default=500)
-    p.add_argument("--rows", nargs="*", default=list(ROWS), choices=list(ROWS))
+    p.add_argument("--suite", choices=["ptb", "ptb-converged"], default="ptb")
+    p.add_argument("--rows", nargs="*", default=None, choices=list(CONVERGED_ROWS),
+                   help="Rows to run (default: all of the suite's).")
+    p.add_argument("--precision", choices=["32-true", "bf16-mixed"], default=None, help="Training precision.")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--out", type=Path, default=root / "runs" / "quality-ptb")
-    p.add_argument("--page", type=Path, default=Path(__file__).with_name("ptb-results.md"))
+    p.add_argument("--out", type=Path, default=None, help="Run folders (default: runs/quality-<suite>).")
+    p.add_argument("--artifacts", type=Path, default=None,
+                   help="Copy each finished row's small files here, and reuse rows found here.")
+    p.add_argument("--page", type=Path, default=None, help="Default: ptb-results.md or ptb-converged.md here.")
     p.add_argument("--note", action="append", default=[], help="A remark printed under the table (repeatable).")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
+    all_rows = CONVERGED_ROWS if args.suite == "ptb-converged" else ROWS
+    args.rows = args.rows or list(all_rows)
+    args.out = args.out or root / "runs" / f"quality-{args.suite}"
+    args.page = args.page or Path(__file__).with_name(
+        "ptb-converged.md" if args.suite == "ptb-converged" else "ptb-results.md")
 
-    base = suite_config("ptb")
+    base = suite_config(args.suite)
     base["data"]["dataset"] = {"kind": "ptb", "data_dir": str(args.data_dir.resolve())}
     base["eval"]["iw_samples"] = args.iw_samples
     base["train"]["seed"] = args.seed
+    if args.precision:
+        base["train"]["precision"] = args.precision
     if args.max_steps:
         base["train"]["max_steps"] = args.max_steps
-    configs = {name: validate_experiment({**base, **ROWS[name]}, source=f"row {name}") for name in args.rows}
+    configs = {name: validate_experiment({**base, **all_rows[name]}, source=f"row {name}") for name in args.rows}
     corpus = None
     rows = {}
     for name, cfg in configs.items():
         run_dir = args.out / name
-        if (reused := finished_result(run_dir, cfg)) is not None:
-            rows[name] = reused
-            logging.info("row %s: reusing %s", name, run_dir)
+        kept = args.artifacts / name if args.artifacts else None
+        for folder in (run_dir, kept):
+            if folder is not None and (reused := finished_result(folder, cfg)) is not None:
+                rows[name] = {**reused, "run_dir": str(folder)}
+                logging.info("row %s: reusing %s", name, folder)
+                break
+        if name in rows:
             continue
         if corpus is None:
             corpus = load_corpus(cfg.data.dataset)
-        logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
+        logging.info("row %s: training up to %d steps into %s", name, cfg.train.max_steps, run_dir)
         try:
             rows[name] = run_experiment(cfg, run_dir, corpus=corpus, resume=True)
         except RunInterrupted:  # SIGTERM: stop the table here; the row's state is saved for the next run
@@ -95,11 +131,29 @@ def main(argv: list[str] | None = None) -> int:
         except Exception as exc:  # keep the other rows
             logging.exception("row %s failed", name)
             rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-    rows = {name: rows[name] for name in ROWS if name in rows}  # the page lists rows in the canonical order
+            continue
+        if kept is not None:
+            keep_artifacts(run_dir, kept)
+            rows[name]["run_dir"] = str(kept)
+        args.page.write_text(render({n: rows[n] for n in all_rows if n in rows}, configs, args))  # after each row
+    rows = {name: rows[name] for name in all_rows if name in rows}  # the page lists rows in the canonical order
     page = render(rows, configs, args)
     args.page.write_text(page)
     print(page)
     return 0 if all(r.get("status") == "ok" for r in rows.values()) else 1
+
+
+def keep_artifacts(run_dir: Path, dest: Path) -> None:
+    """Copy a finished row's small files (never its checkpoints) to ``dest``, paths rewritten there."""
+    for name in ARTIFACTS:
+        src = run_dir / name
+        if src.exists():
+            (dest / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest / name)
+    result = json.loads((dest / "result.json").read_text())
+    result["run_dir"] = str(dest)
+    result.pop("plots", None)
+    (dest / "result.json").write_text(json.dumps(result, indent=2))
 
 
 def _fmt(m: dict, key: str, spec: str) -> str:
