@@ -101,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
         "ptb-converged.md" if args.suite == "ptb-converged" else "ptb-results.md")
 
     base = suite_config(args.suite)
-    base["data"]["dataset"] = {"kind": "ptb", "data_dir": str(args.data_dir.resolve())}
+    base["data"]["dataset"]["data_dir"] = str(args.data_dir.resolve())
     base["eval"]["iw_samples"] = args.iw_samples
     base["train"]["seed"] = args.seed
     if args.precision:
@@ -167,7 +167,9 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     t = any_cfg.train
     epochs = t.max_steps * any_cfg.data.batch_size / 42_068
     cmd = "python benchmarks/quality/ptb.py " + " ".join(
-        a for a in [f"--max-steps {args.max_steps}" if args.max_steps else "", f"--iw-samples {args.iw_samples}"] if a
+        a for a in [f"--suite {args.suite}" if args.suite != "ptb" else "",
+                    f"--precision {args.precision}" if args.precision else "",
+                    f"--max-steps {args.max_steps}" if args.max_steps else "", f"--iw-samples {args.iw_samples}"] if a
     )
     lines = [
         "# PTB quality benchmark",
@@ -175,7 +177,7 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {_threads()} CPU threads "
         f"(Python {platform.python_version()}), written by `benchmarks/quality/ptb.py`.",
         "",
-        f"Command: `{cmd}`. Suite `ptb`: embedding {any_cfg.model.embed_dim}, LSTM "
+        f"Command: `{cmd}`. Suite `{args.suite}`: embedding {any_cfg.model.embed_dim}, LSTM "
         f"{any_cfg.model.hidden_size}/{any_cfg.model.hidden_size}, latent {any_cfg.model.latent_dim}, decoder "
         f"embedding and output dropout 0.5, batch {any_cfg.data.batch_size}, Adam {t.lr:g}, clip {t.grad_clip:g}, "
         f"{t.max_steps:,} steps ({epochs:.1f} epochs), seed {t.seed}. Metrics on the PTB test split "
@@ -197,6 +199,8 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
             f"{_fmt(m, 'ppl_iw', '.2f')} | {_fmt(m, 'ppl_elbo', '.2f')} | {verdict} | "
             f"{r['train_seconds']:.0f} | {r['eval_seconds']:.0f} |"
         )
+    if args.suite == "ptb-converged":
+        lines += ["", *convergence_lines(rows, configs), "", *target_lines(rows)]
     lines += [
         "",
         "Collapse verdict: collapsed if AU = 0 or KL < 0.1 nats/sentence (none for the LM, which has no latent).",
@@ -237,6 +241,65 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     ]
     lines += ["| " + " | ".join(row) + " |" for row in PUBLISHED]
     return "\n".join(lines) + "\n"
+
+
+EPOCH = 1315  # steps of 32 sentences in one pass over PTB's 42,068 training sentences
+
+
+def convergence_lines(rows: dict, configs: dict) -> list[str]:
+    """How each row of the converged suite trained: epochs, best epoch, decays, why it stopped, wall time."""
+    lines = ["How each row trained (validation -ELBO once per epoch; the best-validation weights are evaluated):", "",
+             "| row | precision | epochs | best epoch | best valid -ELBO | lr decays | stopped | train s | threads |",
+             "|---|---|---:|---:|---:|---:|---|---:|---:|"]
+    for name, cfg in configs.items():
+        r = rows.get(name)
+        if r is None or r.get("status") != "ok":
+            lines.append(f"| {name} | {cfg.train.precision} | not run yet |" + " |" * 6)
+            continue
+        v = r.get("validation") or {}
+        stopped = v.get("stopped_early") or f"budget ({cfg.train.max_steps:,} steps)"
+        lines.append(f"| {name} | {cfg.train.precision} | {r['steps'] / EPOCH:.1f} | "
+                     f"{v.get('best_step', 0) / EPOCH:.0f} | {_num(v.get('best_neg_elbo'), '.2f')} | "
+                     f"{v.get('lr_decays', '-')} | {stopped} | {r['train_seconds']:.0f} | {r.get('threads', '-')} |")
+    return lines
+
+
+def _num(v, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+LM_NLL = 101.04  # LSTM-LM, PTB test, Optimus Table 8 reprint (verified-numbers.md)
+
+
+def target_lines(rows: dict) -> list[str]:
+    """One line per target of the fidelity issue: met, missed, or not run yet."""
+    def m(name: str) -> dict | None:
+        r = rows.get(name)
+        return r["metrics"] if r and r.get("status") == "ok" else None
+
+    def say(ok: bool | None) -> str:
+        return "not run yet" if ok is None else ("**met**" if ok else "**missed**")
+
+    lines = ["Targets (published numbers from the project's verified references):", ""]
+    lm = m("lm")
+    ok = None if lm is None else abs(lm["iw_nll"] - LM_NLL) <= 1.5 and lm["ppl_iw"] <= 104
+    lines.append(f"- LM baseline: test NLL within 1.5 nats of {LM_NLL} and PPL <= 104: {say(ok)}"
+                 + ("" if lm is None else f" (NLL {lm['iw_nll']:.2f}, PPL {lm['ppl_iw']:.2f})."))
+    c = m("constant")
+    ok = None if c is None else c["kl"] < 0.1 and c["au"] == 0
+    lines.append(f"- constant beta collapses (KL < 0.1, AU 0): {say(ok)}"
+                 + ("" if c is None else f" (KL {c['kl']:.3f}, AU {c['au']})."))
+    cy = m("cyclical")
+    ok = None if cy is None or lm is None else cy["kl"] > 0.1 and cy["iw_nll"] - lm["iw_nll"] <= 2
+    lines.append(f"- cyclical: KL > 0 with IW-NLL within 2 nats of the LM: {say(ok)}"
+                 + ("" if cy is None else f" (KL {cy['kl']:.3f}, IW-NLL {cy['iw_nll']:.2f})."))
+    vaes = {n: m(n) for n in rows if n != "lm" and m(n) is not None}
+    best = [n for n, x in vaes.items()
+            if lm is not None and x["iw_nll"] < lm["iw_nll"] and x["kl"] >= 6.5 and x["mi"] >= 5.0 and x["au"] == 32]
+    ok = None if lm is None or not vaes else bool(best)
+    lines.append("- the best recipe: IW-NLL below the LM's with KL >= 6.5, MI >= 5.0, AU = 32 (Li et al. 2019: "
+                 f"PPL 96.86, KL 6.54, MI 5.31, AU 32): {say(ok)}" + (f" ({', '.join(best)})." if best else ""))
+    return lines
 
 
 def _val_curve(row: dict) -> list[float]:

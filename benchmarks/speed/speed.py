@@ -1,30 +1,33 @@
-"""Training and evaluation throughput of seqvae against two plain-PyTorch loops, in one run.
+"""Training and evaluation throughput of seqvae against plain-PyTorch loops and the FLOP floor, in one run.
 
-For the same model (PTB, embedding 300, hidden 256, latent 16, batch 32; GRU and LSTM) and the same
-number of timed steps after a warm-up, it measures tokens/s of
+Two models, both at batch 32 on PTB (10k words):
 
-(a) a typical research loop, written here the way the popular Sentence-VAE code does it: every
-    sentence padded to a fixed length by the dataset, a ``DataLoader`` with the default collate and
-    shuffling, each batch sorted by length and packed with ``pack_padded_sequence``, ``log_softmax``
-    then ``NLLLoss``, fp32;
-(b) a lean plain-PyTorch loop: the same math on length-bucketed padded batches, one fused
-    ``cross_entropy``, fp32;
+* ``ptb-suite``: the PTB suite's model (LSTM encoder and decoder 256, embedding 256, latent 32,
+  decoder dropout 0.5 on the embeddings and before the vocabulary layer; Li et al. 2019);
+* ``sentence-vae``: the Sentence-VAE model (GRU 256, embedding 300, latent 16, decoder embedding
+  dropout 0.5, z into the initial state; Bowman et al. 2016 as its popular PyTorch port builds it).
+
+For each, after a warm-up, it measures tokens/s (words + one ``<eos>`` per sentence) of
+
+(a) a typical research loop, written the way the popular Sentence-VAE code does it: every sentence
+    padded to a fixed length by the dataset, a ``DataLoader`` with the default collate, each batch
+    sorted and packed with ``pack_padded_sequence``, ``log_softmax`` then ``NLLLoss``, fp32;
+(b) a lean plain-PyTorch loop: the same model on length-bucketed padded batches, one fused
+    ``cross_entropy``, in fp32 and under bf16 autocast (the fast precision);
 (c) seqvae's own training path (Lightning, ``VAESystem``), in fp32 and in bf16-mixed;
-(d) seqvae's model, batches and optimizer in a plain loop without Lightning (c_fp32 against d is
-    Lightning's cost);
+(d) seqvae's model, batches and optimizer in a plain fp32 loop without Lightning (c_fp32 / d is
+    Lightning's cost),
 
-Loops (a) and (b) use PyTorch's default Adam, as such code does; seqvae uses the fused Adam kernel
-(the same update), which is part of what (c) and (d) gain over (b).
+and prints c_fast / b_fp32, the model's training FLOPs per token (counted below) and the share of
+the bf16 matmul peak measured in the same run. A breakdown of seqvae's fast step (recurrence,
+vocabulary layer + cross-entropy, optimizer, data, the rest, Lightning) follows, each part timed on
+its own on the same batches. Last, PTB-test IW-NLL with K importance samples on a slice of the test
+split in fp32 and bf16: seconds, the nats between the two, and the time against the bf16 FLOP floor.
 
-and prints the ratios c/a and c/b, the model's training FLOPs per token (counted below), and the
-share of the measured matmul peak (fp32 and bf16) each loop reaches. It then times PTB-test IW-NLL
-with K importance samples on a slice of the test split and compares it with its FLOP floor.
-Tokens are predicted tokens: words plus one ``<eos>`` per sentence.
+Usage (from the repository root; ``--page`` writes the markdown, ``--json`` the raw numbers)::
 
-Usage (from the repository root; writes ``benchmarks/speed/results.md`` with ``--page``)::
-
-    python benchmarks/speed/speed.py                          # about 10 min on 2 cores
-    python benchmarks/speed/speed.py --steps 20 --warmup 3 --iw-sentences 16   # a smoke run
+    python benchmarks/speed/speed.py --json out.json                 # about 15 min on 2 cores
+    python benchmarks/speed/speed.py --steps 20 --warmup 3 --iw-sentences 16 --iw-samples 50   # a smoke run
     python benchmarks/speed/speed.py --device cuda --page benchmarks/speed/results-gpu.md
 """
 
@@ -34,6 +37,7 @@ import argparse
 import json
 import os
 import platform
+import statistics
 import time
 import warnings
 from pathlib import Path
@@ -43,17 +47,24 @@ import torch.nn.functional as F
 from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
-EMBED, HIDDEN, LATENT, BATCH = 300, 256, 16, 32
+BATCH = 32
+LOOPS = ("a", "b_fp32", "b_fast", "d", "d_fast", "c_fp32", "c_fast")
+MODELS = {
+    "ptb-suite": {"cell": "lstm", "embed": 256, "hidden": 256, "latent": 32, "embed_dropout": 0.5,
+                  "output_dropout": 0.5},
+    "sentence-vae": {"cell": "gru", "embed": 300, "hidden": 256, "latent": 16, "embed_dropout": 0.5,
+                     "output_dropout": 0.0},
+}
 
 
 # ------------------------------------------------------------------------------------ the machine
 
 
-def matmul_peak(dtype: torch.dtype, device: str, n: int = 2048, seconds: float = 2.0) -> float:
+def matmul_peak(dtype: torch.dtype, device: str, n: int = 2048, seconds: float = 3.0) -> float:
     """Measured GFLOP/s of an ``n x n`` matmul in ``dtype`` (the best of repeated timings)."""
     a = torch.randn(n, n, device=device).to(dtype)
     b = torch.randn(n, n, device=device).to(dtype)
-    for _ in range(3):
+    for _ in range(5):
         a @ b
     best, deadline = 0.0, time.perf_counter() + seconds
     while time.perf_counter() < deadline:
@@ -69,6 +80,10 @@ def matmul_peak(dtype: torch.dtype, device: str, n: int = 2048, seconds: float =
 def _sync(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def _autocast(device: str, fast: bool):
+    return torch.autocast("cuda" if device.startswith("cuda") else "cpu", dtype=torch.bfloat16, enabled=fast)
 
 
 def timed_training(epoch, step, model: nn.Module, opt: torch.optim.Optimizer, steps: int, warmup: int,
@@ -99,22 +114,24 @@ def timed_training(epoch, step, model: nn.Module, opt: torch.optim.Optimizer, st
     return {"tokens_per_s": float(tokens) / (time.perf_counter() - start), "warmup_seconds": start - began}
 
 
-def train_flops_per_token(cell: str, vocab: int) -> float:
+def train_flops_per_token(spec: dict, vocab: int) -> float:
     """Training FLOPs per predicted token: 3 x forward (backward = 2 x forward) of the matmuls.
 
     Forward per token: encoder RNN ``2 G H (E + H)``, decoder RNN ``2 G H (E + H)``, vocabulary
     layer ``2 H V`` (G = 4 gates for an LSTM, 3 for a GRU). The per-sentence z layers are ignored
     (under 0.1 %). The encoder reads words only, so this slightly overcounts it (by 1 / length).
     """
-    g = 4 if cell == "lstm" else 3
-    rnn = 2 * g * HIDDEN * (EMBED + HIDDEN)
-    return 3.0 * (2 * rnn + 2 * HIDDEN * vocab)
+    return 3.0 * (2 * _rnn_flops(spec) + 2 * spec["hidden"] * vocab)
 
 
-def decoder_flops_per_token(cell: str, vocab: int) -> float:
+def decoder_flops_per_token(spec: dict, vocab: int) -> float:
     """Forward FLOPs per token of the decoder alone (what each IW sample costs)."""
-    g = 4 if cell == "lstm" else 3
-    return 2 * g * HIDDEN * (EMBED + HIDDEN) + 2 * HIDDEN * vocab
+    return _rnn_flops(spec) + 2 * spec["hidden"] * vocab
+
+
+def _rnn_flops(spec: dict) -> float:
+    g = 4 if spec["cell"] == "lstm" else 3
+    return 2 * g * spec["hidden"] * (spec["embed"] + spec["hidden"])
 
 
 # ---------------------------------------------------------------------------------- loop (a)
@@ -123,18 +140,20 @@ def decoder_flops_per_token(cell: str, vocab: int) -> float:
 class ResearchVAE(nn.Module):
     """The Sentence-VAE model as the popular research code writes it (packed RNNs, log_softmax + NLL)."""
 
-    def __init__(self, cell: str, vocab: int, pad: int):
+    def __init__(self, spec: dict, vocab: int, pad: int):
         super().__init__()
-        rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.cell = cell
-        self.embedding = nn.Embedding(vocab, EMBED, padding_idx=pad)
-        self.embedding_dropout = nn.Dropout(0.5)
-        self.encoder = rnn(EMBED, HIDDEN, batch_first=True)
-        self.decoder = rnn(EMBED, HIDDEN, batch_first=True)
-        self.hidden2mean = nn.Linear(HIDDEN, LATENT)
-        self.hidden2logv = nn.Linear(HIDDEN, LATENT)
-        self.latent2hidden = nn.Linear(LATENT, HIDDEN)
-        self.outputs2vocab = nn.Linear(HIDDEN, vocab)
+        rnn = nn.LSTM if spec["cell"] == "lstm" else nn.GRU
+        e, h, d = spec["embed"], spec["hidden"], spec["latent"]
+        self.cell = spec["cell"]
+        self.embedding = nn.Embedding(vocab, e, padding_idx=pad)
+        self.embedding_dropout = nn.Dropout(spec["embed_dropout"])
+        self.output_dropout = nn.Dropout(spec["output_dropout"])
+        self.encoder = rnn(e, h, batch_first=True)
+        self.decoder = rnn(e, h, batch_first=True)
+        self.hidden2mean = nn.Linear(h, d)
+        self.hidden2logv = nn.Linear(h, d)
+        self.latent2hidden = nn.Linear(d, h)
+        self.outputs2vocab = nn.Linear(h, vocab)
 
     def forward(self, inputs, targets_len):
         lengths, order = torch.sort(targets_len, descending=True)
@@ -151,7 +170,7 @@ class ResearchVAE(nn.Module):
         out, _ = self.decoder(packed, state)
         out, _ = pad_packed_sequence(out, batch_first=True)
         _, reverse = torch.sort(order)
-        out = out[reverse]
+        out = self.output_dropout(out[reverse])
         logp = F.log_softmax(self.outputs2vocab(out), dim=-1)
         return logp, mean, logv
 
@@ -175,12 +194,12 @@ class PaddedSentences(torch.utils.data.Dataset):
         return self.items[i]
 
 
-def loop_a(cell: str, corpus, steps: int, warmup: int, device: str) -> dict:
+def loop_a(spec: dict, corpus, steps: int, warmup: int, device: str) -> dict:
     store, vocab = corpus.split("train"), corpus.vocab
     max_len = int(store.lengths.max()) + 1
     ds = PaddedSentences(store, vocab, max_len)
     loader = torch.utils.data.DataLoader(ds, batch_size=BATCH, shuffle=True)
-    model = ResearchVAE(cell, len(vocab), vocab.pad_id).to(device)
+    model = ResearchVAE(spec, len(vocab), vocab.pad_id).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     nll = nn.NLLLoss(ignore_index=vocab.pad_id, reduction="sum")
 
@@ -201,17 +220,19 @@ def loop_a(cell: str, corpus, steps: int, warmup: int, device: str) -> dict:
 class LeanVAE(nn.Module):
     """The same model on padded batches, no packing in the decoder, one fused cross-entropy."""
 
-    def __init__(self, cell: str, vocab: int, pad: int):
+    def __init__(self, spec: dict, vocab: int, pad: int):
         super().__init__()
-        rnn = nn.LSTM if cell == "lstm" else nn.GRU
-        self.cell, self.pad = cell, pad
-        self.embedding = nn.Embedding(vocab, EMBED, padding_idx=pad)
-        self.embedding_dropout = nn.Dropout(0.5)
-        self.encoder = rnn(EMBED, HIDDEN, batch_first=True)
-        self.decoder = rnn(EMBED, HIDDEN, batch_first=True)
-        self.to_params = nn.Linear(HIDDEN, 2 * LATENT)
-        self.latent2hidden = nn.Linear(LATENT, HIDDEN)
-        self.out = nn.Linear(HIDDEN, vocab)
+        rnn = nn.LSTM if spec["cell"] == "lstm" else nn.GRU
+        e, h, d = spec["embed"], spec["hidden"], spec["latent"]
+        self.cell, self.pad = spec["cell"], pad
+        self.embedding = nn.Embedding(vocab, e, padding_idx=pad)
+        self.embedding_dropout = nn.Dropout(spec["embed_dropout"])
+        self.output_dropout = nn.Dropout(spec["output_dropout"])
+        self.encoder = rnn(e, h, batch_first=True)
+        self.decoder = rnn(e, h, batch_first=True)
+        self.to_params = nn.Linear(h, 2 * d)
+        self.latent2hidden = nn.Linear(d, h)
+        self.out = nn.Linear(h, vocab)
 
     def loss(self, tokens, lengths):
         inputs, targets = tokens[:, :-1], tokens[:, 1:]
@@ -219,27 +240,31 @@ class LeanVAE(nn.Module):
         # the encoder's last state must be the last real word's: pack it (cheap, enforce_sorted=False)
         _, h = self.encoder(pack_padded_sequence(emb, lengths.cpu(), batch_first=True, enforce_sorted=False))
         h = (h[0] if self.cell == "lstm" else h)[-1]
-        mean, logvar = self.to_params(h).chunk(2, dim=-1)
+        mean, logvar = self.to_params(h).float().chunk(2, dim=-1)
         z = mean + torch.randn_like(mean) * torch.exp(0.5 * logvar)
         h0 = self.latent2hidden(z).unsqueeze(0)
         state = (h0, torch.zeros_like(h0)) if self.cell == "lstm" else h0
         out, _ = self.decoder(self.embedding_dropout(emb), state)
-        rec = F.cross_entropy(self.out(out).flatten(0, 1), targets.flatten(), ignore_index=self.pad, reduction="sum")
+        logits = self.out(self.output_dropout(out)).flatten(0, 1).float()
+        rec = F.cross_entropy(logits, targets.flatten(), ignore_index=self.pad, reduction="sum")
         kl = -0.5 * torch.sum(1 + logvar - mean.pow(2) - logvar.exp())
         return (rec + kl) / tokens.size(0)
 
 
-def loop_b(cell: str, corpus, steps: int, warmup: int, device: str) -> dict:
+def loop_b(spec: dict, corpus, steps: int, warmup: int, device: str, fast: bool = False) -> dict:
+    """The lean loop in fp32, or with ``fast`` under bf16 autocast (as Lightning's bf16-mixed does it)."""
     from seqvae.data.datamodule import bucket_plan
 
     store, vocab = corpus.split("train"), corpus.vocab
-    model = LeanVAE(cell, len(vocab), vocab.pad_id).to(device)
+    model = LeanVAE(spec, len(vocab), vocab.pad_id).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(0)
 
     def step(idx: torch.Tensor, i: int):
         batch = store.batch(idx, vocab).to(device)
-        return model.loss(batch.tokens, batch.lengths), batch.lengths.sum()  # the encoder reads <bos> and the words
+        with _autocast(device, fast):
+            loss = model.loss(batch.tokens, batch.lengths)
+        return loss, batch.lengths.sum()  # the encoder reads <bos> and the words
 
     return timed_training(lambda: bucket_plan(store.lengths, BATCH, 50, g), step, model, opt, steps, warmup, device)
 
@@ -247,19 +272,30 @@ def loop_b(cell: str, corpus, steps: int, warmup: int, device: str) -> dict:
 # ---------------------------------------------------------------------------------- loop (c)
 
 
-def seqvae_config(cell: str, data_dir: Path, steps: int, precision: str, device: str) -> dict:
+def seqvae_config(name: str, data_dir: Path, steps: int, precision: str, device: str) -> dict:
+    """seqvae's config of model ``name``: the PTB suite's own, or the Sentence-VAE model."""
+    from seqvae.bench.suites import suite_config
+
+    spec = MODELS[name]
+    train = {"max_steps": steps, "precision": precision, "log_every": 50, "checkpoint_every": None,
+             "val_every": None, "accelerator": "gpu" if device.startswith("cuda") else "cpu"}
+    if name == "ptb-suite":
+        raw = suite_config("ptb")
+        raw["data"]["dataset"]["data_dir"] = str(data_dir)
+        raw["train"].update(train)
+        return raw
     return {
         "data": {"dataset": {"kind": "ptb", "data_dir": str(data_dir)}, "batch_size": BATCH},
-        "model": {"latent_dim": LATENT, "embed_dim": EMBED, "hidden_size": HIDDEN},
-        "encoder": {"kind": cell},
-        "decoder": {"kind": cell, "z_injection": "init", "embed_dropout": 0.5},
+        "model": {"latent_dim": spec["latent"], "embed_dim": spec["embed"], "hidden_size": spec["hidden"]},
+        "encoder": {"kind": spec["cell"]},
+        "decoder": {"kind": spec["cell"], "z_injection": "init", "embed_dropout": spec["embed_dropout"],
+                    "output_dropout": spec["output_dropout"]},
         "schedule": "constant",
-        "train": {"max_steps": steps, "precision": precision, "log_every": 50, "checkpoint_every": None,
-                  "accelerator": "gpu" if device.startswith("cuda") else "cpu"},
+        "train": train,
     }
 
 
-def loop_c(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: str, precision: str) -> dict:
+def loop_c(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: str, precision: str) -> dict:
     import lightning as L
 
     from seqvae.composer import build_model
@@ -268,7 +304,7 @@ def loop_c(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     from seqvae.training import VAESystem, quiet_lightning
 
     quiet_lightning()
-    cfg = validate_experiment(seqvae_config(cell, data_dir, warmup + steps, precision, device))
+    cfg = validate_experiment(seqvae_config(name, data_dir, warmup + steps, precision, device))
     model = build_model(cfg, corpus.vocab)
     system = VAESystem(model, cfg)
     marks: dict[str, float] = {}
@@ -295,38 +331,120 @@ def loop_c(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     return {"tokens_per_s": tokens / (marks["end"] - marks["start"]), "model": model}
 
 
-def loop_d(cell: str, corpus, data_dir: Path, steps: int, warmup: int, device: str, prepare=None) -> dict:
-    """seqvae's own model and batches in a plain loop without Lightning: c_fp32 / d is Lightning's cost.
-
-    ``prepare(model)``, when given, changes the model before training (compile_effect.py compiles parts of it).
-    """
+def _plain_setup(name: str, corpus, data_dir: Path, steps: int, device: str):
     from seqvae.composer import build_model
     from seqvae.config import validate_experiment
     from seqvae.data.datamodule import BucketedBatches
     from seqvae.training import adam
 
-    cfg = validate_experiment(seqvae_config(cell, data_dir, warmup + steps, "32-true", device))
+    cfg = validate_experiment(seqvae_config(name, data_dir, steps, "32-true", device))
     model = build_model(cfg, corpus.vocab).to(device)
-    if prepare is not None:
-        prepare(model)
     opt = adam(model.parameters(), 1e-3)  # seqvae's optimizer: loop (d) differs from (c) in Lightning only
     stream = BucketedBatches(corpus.split("train"), corpus.vocab, BATCH, cfg.data.bucket_factor, 0)
+    return model, opt, stream
+
+
+def loop_d(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: str, prepare=None,
+           fast: bool = False) -> dict:
+    """seqvae's own model and batches in a plain loop without Lightning: c / d is Lightning's cost.
+
+    ``prepare(model)``, when given, changes the model before training (compile_effect.py compiles parts of it).
+    """
+    model, opt, stream = _plain_setup(name, corpus, data_dir, warmup + steps, device)
+    if prepare is not None:
+        prepare(model)
 
     def step(batch, i: int):
         batch = batch.to(device)
-        return model(batch, step=i, total_steps=warmup + steps).loss, batch.lengths.sum()
+        with _autocast(device, fast):
+            loss = model(batch, step=i, total_steps=warmup + steps).loss
+        return loss, batch.lengths.sum()
 
     return timed_training(lambda: stream, step, model, opt, steps, warmup, device)
+
+
+# ------------------------------------------------------------------------------ the breakdown
+
+
+def breakdown(name: str, corpus, data_dir: Path, steps: int, device: str, fast: bool) -> dict:
+    """Milliseconds per step of each part of seqvae's training step, each timed alone on the same batches.
+
+    recurrence: embeddings, dropout, encoder and decoder RNNs, forward and backward (the features
+    get a gradient of ones); vocabulary + CE: the fused vocabulary layer and cross-entropy on those
+    features, forward and backward; optimizer: gradient clipping and the fused Adam step; data:
+    making the batches; step: the whole plain-loop step (d); other: step minus the parts (the KL,
+    the schedule, autograd's bookkeeping).
+    """
+    from seqvae.model import blocked_token_nll
+
+    model, opt, stream = _plain_setup(name, corpus, data_dir, steps, device)
+    pad = corpus.vocab.pad_id
+    t = time.perf_counter()
+    batches = []
+    for b in stream:
+        batches.append(b)
+        if len(batches) == steps:
+            break
+    data_ms = (time.perf_counter() - t) / len(batches) * 1e3
+    batches = [b.to(device) for b in batches]
+    dec, layer = model.decoder, model.decoder.output_layer()
+
+    def timed(fn) -> float:
+        for b in batches[:3]:
+            fn(b)
+        _sync(device)
+        t = time.perf_counter()
+        for b in batches:
+            fn(b)
+        _sync(device)
+        return (time.perf_counter() - t) / len(batches) * 1e3
+
+    def recurrence(b):
+        with _autocast(device, fast):
+            post = model.encoder(b.targets, b.lengths)
+            feats = dec.forward_features(b.inputs, post.mean, b.lengths)
+        (feats.float().sum() + post.logvar.sum()).backward()
+
+    features = {}
+    with torch.no_grad(), _autocast(device, fast):
+        for b in batches:
+            features[id(b)] = dec.forward_features(b.inputs, model.encoder(b.targets, b.lengths).mean, b.lengths)
+
+    def vocab_ce(b):
+        feats = features[id(b)].detach().requires_grad_()
+        with _autocast(device, fast):
+            nll = blocked_token_nll(feats, layer, b.targets, pad)
+        nll.sum().backward()
+
+    def whole(b):
+        with _autocast(device, fast):
+            loss = model(b, step=0, total_steps=steps).loss
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+
+    def optimizer(b):
+        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        opt.step()
+
+    out = {"recurrence": timed(recurrence), "vocab_ce": timed(vocab_ce)}
+    out["step"] = timed(whole)  # leaves gradients in place for the optimizer timing
+    out["optimizer"] = timed(optimizer)
+    out["data"] = data_ms
+    out["other"] = out["step"] - out["recurrence"] - out["vocab_ce"] - out["optimizer"] - out["data"]
+    out["tokens_per_step"] = sum(int(b.lengths.sum()) for b in batches) / len(batches)
+    return out
 
 
 # ----------------------------------------------------------------------------------- IW-NLL
 
 
-def time_iw(model, corpus, k: int, sentences: int, device: str) -> dict:
-    """Seconds of IW-NLL with ``k`` samples on the first ``sentences`` of PTB test (eval batches of 64)."""
+def time_iw(model, corpus, k: int, sentences: int, device: str, fast: bool) -> dict:
+    """Seconds and mean IW-NLL with ``k`` samples on the first ``sentences`` of PTB test (eval batches of 64)."""
     from seqvae.data.corpus import TokenStore
     from seqvae.data.datamodule import eval_batches
-    from seqvae.metrics import iw_log_likelihood
+    from seqvae.metrics import batch_generator, iw_log_likelihood
 
     store = corpus.split("test")
     n = min(sentences, len(store))
@@ -335,11 +453,13 @@ def time_iw(model, corpus, k: int, sentences: int, device: str) -> dict:
     model.eval().to(device)
     _sync(device)
     t = time.perf_counter()
-    with torch.no_grad():
-        for b in batches:
-            iw_log_likelihood(model, b.to(device), k)
+    total = 0.0
+    with torch.no_grad(), _autocast(device, fast):
+        for i, b in enumerate(batches):
+            total -= float(iw_log_likelihood(model, b.to(device), k, generator=batch_generator(0, i, device)).sum())
     _sync(device)
-    return {"seconds": time.perf_counter() - t, "tokens": n_tok, "sentences": sum(b.size for b in batches)}
+    return {"seconds": time.perf_counter() - t, "tokens": n_tok, "sentences": sum(b.size for b in batches),
+            "iw_nll": total / sum(b.size for b in batches)}
 
 
 # ------------------------------------------------------------------------------------- main
@@ -350,11 +470,12 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data-dir", type=Path, default=root.parent / "shared" / "data" / "ptb")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--cells", nargs="+", default=["gru", "lstm"], choices=["gru", "lstm"])
-    p.add_argument("--steps", type=int, default=150, help="Timed steps per loop.")
-    p.add_argument("--warmup", type=int, default=15, help="Untimed steps before them.")
+    p.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    p.add_argument("--steps", type=int, default=100, help="Timed steps per loop.")
+    p.add_argument("--warmup", type=int, default=40, help="Untimed steps before them (oneDNN builds a kernel per new shape: warm them).")
+    p.add_argument("--rounds", type=int, default=3, help="Each loop is timed once per round; medians are reported.")
     p.add_argument("--iw-samples", type=int, default=500)
-    p.add_argument("--iw-sentences", type=int, default=200, help="Test sentences the IW-NLL timing uses.")
+    p.add_argument("--iw-sentences", type=int, default=64, help="Test sentences the IW-NLL timing uses.")
     p.add_argument("--page", type=Path, default=None, help="Write the results as markdown here.")
     p.add_argument("--json", type=Path, default=None, help="Write the raw numbers as JSON here.")
     args = p.parse_args(argv)
@@ -363,39 +484,84 @@ def main(argv: list[str] | None = None) -> int:
     from seqvae.training import load_corpus
 
     torch.manual_seed(0)
-    corpus = load_corpus(validate_experiment(seqvae_config("gru", args.data_dir, 1, "32-true", "cpu")).data.dataset)
+    corpus = load_corpus(validate_experiment(seqvae_config("ptb-suite", args.data_dir, 1, "32-true", "cpu")).data.dataset)
     vocab = len(corpus.vocab)
     peak32 = matmul_peak(torch.float32, args.device)
     peak16 = matmul_peak(torch.bfloat16, args.device)
-    print(f"matmul 2048^2: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s", flush=True)
-    out = {"date": time.strftime("%Y-%m-%d"), "machine": _machine(args.device), "peak_fp32": peak32,
-           "peak_bf16": peak16, "steps": args.steps, "warmup": args.warmup, "cells": {}}
-    for cell in args.cells:
-        flops = train_flops_per_token(cell, vocab)
-        res = {"train_flops_per_token": flops}
-        res["a"] = loop_a(cell, corpus, args.steps, args.warmup, args.device)
-        res["b"] = loop_b(cell, corpus, args.steps, args.warmup, args.device)
-        res["d"] = loop_d(cell, corpus, args.data_dir, args.steps, args.warmup, args.device)
-        c32 = loop_c(cell, corpus, args.data_dir, args.steps, args.warmup, args.device, "32-true")
-        c16 = loop_c(cell, corpus, args.data_dir, args.steps, args.warmup, args.device, "bf16-mixed")
-        model = c32.pop("model")
-        c16.pop("model")
-        res["c_fp32"], res["c_bf16"] = c32, c16
+    machine = _machine(args.device)
+    print(f"{machine}; matmul 2048^2: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s", flush=True)
+    out = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__, "peak_fp32": peak32,
+           "peak_bf16": peak16, "steps": args.steps, "warmup": args.warmup, "models": {}}
+    for name in args.models:
+        spec = MODELS[name]
+        flops = train_flops_per_token(spec, vocab)
+        res: dict = {"spec": spec, "train_flops_per_token": flops}
+        runs = {
+            "a": lambda: loop_a(spec, corpus, args.steps, args.warmup, args.device),
+            "b_fp32": lambda: loop_b(spec, corpus, args.steps, args.warmup, args.device),
+            "b_fast": lambda: loop_b(spec, corpus, args.steps, args.warmup, args.device, fast=True),
+            "d": lambda: loop_d(name, corpus, args.data_dir, args.steps, args.warmup, args.device),
+            "d_fast": lambda: loop_d(name, corpus, args.data_dir, args.steps, args.warmup, args.device, fast=True),
+            "c_fp32": lambda: loop_c(name, corpus, args.data_dir, args.steps, args.warmup, args.device, "32-true"),
+            "c_fast": lambda: loop_c(name, corpus, args.data_dir, args.steps, args.warmup, args.device, "bf16-mixed"),
+        }
+        # rounds, each loop once per round in the same order: the machine's speed drifts by 10-20 % over
+        # minutes, so each loop's median over the rounds is compared, and the spread is kept
+        seen: dict[str, list[float]] = {k: [] for k in runs}
+        model = None
+        for _ in range(args.rounds):
+            for key, run in runs.items():
+                r = run()
+                trained = r.pop("model", None)
+                if key == "c_fp32":
+                    model = trained  # the IW-NLL timing below uses the last fp32-trained model
+                seen[key].append(r["tokens_per_s"])
+        for key, values in seen.items():
+            res[key] = {"tokens_per_s": statistics.median(values), "rounds": values}
+        c32, c16 = res["c_fp32"], res["c_fast"]
         res["lightning_overhead"] = res["d"]["tokens_per_s"] / c32["tokens_per_s"] - 1
-        for key, peak in (("a", peak32), ("b", peak32), ("d", peak32), ("c_fp32", peak32), ("c_bf16", peak16)):
+        res["lightning_overhead_fast"] = res["d_fast"]["tokens_per_s"] / c16["tokens_per_s"] - 1
+        for key in LOOPS:
             r = res[key]
             r["gflops"] = r["tokens_per_s"] * flops / 1e9
             r["of_fp32_peak"] = r["gflops"] / peak32
             r["of_bf16_peak"] = r["gflops"] / peak16
-        iw = time_iw(model, corpus, args.iw_samples, args.iw_sentences, args.device)
-        iw_flops = args.iw_samples * iw["tokens"] * decoder_flops_per_token(cell, vocab)
-        iw["floor_seconds"] = iw_flops / (peak32 * 1e9)
-        iw["over_floor"] = iw["seconds"] / iw["floor_seconds"]
-        full_tokens = int(corpus.split("test").lengths.sum())
-        iw["full_test_seconds_estimate"] = iw["seconds"] * full_tokens / iw["tokens"]
-        res["iw"] = iw
-        out["cells"][cell] = res
-        print(_summary(cell, res), flush=True)
+        res["c_fast_over_b_fp32"] = c16["tokens_per_s"] / res["b_fp32"]["tokens_per_s"]
+        res["breakdown_fast"] = breakdown(name, corpus, args.data_dir, min(args.steps, 40), args.device, True)
+        res["breakdown_fp32"] = breakdown(name, corpus, args.data_dir, min(args.steps, 40), args.device, False)
+        iw_flops = None
+        for prec, fast in (("fp32", False), ("bf16", True)):
+            iw = time_iw(model, corpus, args.iw_samples, args.iw_sentences, args.device, fast)
+            iw_flops = args.iw_samples * iw["tokens"] * decoder_flops_per_token(spec, vocab)
+            iw["floor_seconds_bf16"] = iw_flops / (peak16 * 1e9)
+            iw["over_bf16_floor"] = iw["seconds"] / iw["floor_seconds_bf16"]
+            full_tokens = int(corpus.split("test").lengths.sum())
+            iw["full_test_seconds_estimate"] = iw["seconds"] * full_tokens / iw["tokens"]
+            res[f"iw_{prec}"] = iw
+        res["iw_bf16_minus_fp32"] = res["iw_bf16"]["iw_nll"] - res["iw_fp32"]["iw_nll"]
+        epoch_tokens = int(corpus.split("train").lengths.sum())
+        res["ptb_epoch_seconds_fast"] = epoch_tokens / c16["tokens_per_s"]
+        out["models"][name] = res
+        print(_summary(name, res), flush=True)
+    # the peaks again at the end: a VM's matrix units can run at a different speed later in the run;
+    # the shares of the peak use the higher of the two measurements (the harder target)
+    end32, end16 = matmul_peak(torch.float32, args.device), matmul_peak(torch.bfloat16, args.device)
+    out["peaks_at_end"] = {"fp32": end32, "bf16": end16}
+    print(f"matmul 2048^2 at the end: fp32 {end32:.0f} GFLOP/s, bf16 {end16:.0f} GFLOP/s", flush=True)
+    if end16 > peak16:
+        scale = peak16 / end16
+        out["peak_bf16"] = end16
+        for res in out["models"].values():
+            for key in LOOPS:
+                res[key]["of_bf16_peak"] *= scale
+            for prec in ("fp32", "bf16"):
+                iw = res[f"iw_{prec}"]
+                iw["floor_seconds_bf16"] *= scale
+                iw["over_bf16_floor"] /= scale
+    out["peak_fp32"] = max(peak32, end32)
+    for res in out["models"].values():
+        for key in LOOPS:
+            res[key]["of_fp32_peak"] = res[key]["gflops"] / out["peak_fp32"]
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     if args.page:
@@ -413,57 +579,106 @@ def _machine(device: str) -> str:
             if line.startswith("model name"):
                 cpu = line.split(":", 1)[1].strip()
                 break
+        flags = Path("/proc/cpuinfo").read_text()
+        if "amx_bf16" in flags:
+            cpu += " (AMX bf16)"
+        elif "avx512_bf16" in flags:
+            cpu += " (AVX-512 bf16)"
     except OSError:
         pass
     return f"{cpu}, {torch.get_num_threads()} threads (os.cpu_count() = {os.cpu_count()})"
 
 
-def _summary(cell: str, r: dict) -> str:
-    a, b, d, c, c16 = (r[k]["tokens_per_s"] for k in ("a", "b", "d", "c_fp32", "c_bf16"))
-    best = max(c, c16)
-    return (f"{cell}: tokens/s a {a:,.0f} | b {b:,.0f} | d {d:,.0f} | c fp32 {c:,.0f} | c bf16 {c16:,.0f}; "
-            f"best c/a {best / a:.2f}, c/b {best / b:.2f}; IW-NLL K: {r['iw']['seconds']:.1f} s on "
-            f"{r['iw']['sentences']} sentences = {r['iw']['over_floor']:.2f} x its fp32 FLOP floor")
+def _summary(name: str, r: dict) -> str:
+    tps = {k: r[k]["tokens_per_s"] for k in LOOPS}
+    bd = r["breakdown_fast"]
+    return (f"{name}: tokens/s " + " | ".join(f"{k} {v:,.0f}" for k, v in tps.items())
+            + f"; c_fast/b_fp32 {r['c_fast_over_b_fp32']:.2f}, {r['c_fast']['of_bf16_peak']:.1%} of the bf16 peak; "
+            f"PTB epoch {r['ptb_epoch_seconds_fast']:.0f} s; step {bd['step']:.1f} ms = recurrence "
+            f"{bd['recurrence']:.1f} + vocab/CE {bd['vocab_ce']:.1f} + optimizer {bd['optimizer']:.1f} + data "
+            f"{bd['data']:.1f} + other {bd['other']:.1f}; Lightning {r['lightning_overhead_fast']:+.1%}; IW-NLL K: fp32 "
+            f"{r['iw_fp32']['seconds']:.1f} s, bf16 {r['iw_bf16']['seconds']:.1f} s = "
+            f"{r['iw_bf16']['over_bf16_floor']:.2f} x its bf16 floor, bf16 - fp32 {r['iw_bf16_minus_fp32']:+.3f} nats")
 
 
 def render(out: dict, args: argparse.Namespace) -> str:
     lines = [
-        "# Speed: seqvae against plain PyTorch loops",
+        "# Speed: seqvae against plain PyTorch loops and the FLOP floor",
         "",
-        f"Measured {out['date']} on {out['machine']} with `python benchmarks/speed/speed.py"
-        f" --steps {args.steps} --warmup {args.warmup} --iw-samples {args.iw_samples}"
+        f"Measured {out['date']} on {out['machine']}, torch {out['torch']}, with `python benchmarks/speed/speed.py"
+        f" --steps {args.steps} --warmup {args.warmup} --rounds {args.rounds} --iw-samples {args.iw_samples}"
         f" --iw-sentences {args.iw_sentences}` (device `{args.device}`). All loops ran in the same process, one"
         " after the other.",
         "",
-        f"Matmul peak (2048 x 2048, best of repeated timings): fp32 **{out['peak_fp32']:.0f} GFLOP/s**, "
-        f"bf16 **{out['peak_bf16']:.0f} GFLOP/s**.",
+        f"Matmul peak (2048 x 2048, best of repeated timings, measured at the start and again at the end of the"
+        f" run, the higher one used): fp32 **{out['peak_fp32']:.0f} GFLOP/s**, bf16 **{out['peak_bf16']:.0f} GFLOP/s**"
+        f" (at the end: fp32 {out['peaks_at_end']['fp32']:.0f}, bf16 {out['peaks_at_end']['bf16']:.0f}).",
         "",
-        "Model: PTB (10k words), embedding 300, RNN 256 (encoder and decoder), latent 16, batch 32, Adam, clip 5.",
+        "Models (batch 32, PTB, Adam, clip 5): `ptb-suite` = LSTM 256/256, latent 32, decoder dropout 0.5 in and out;",
+        "`sentence-vae` = GRU 300/256, latent 16, decoder embedding dropout 0.5.",
         "Loops: (a) research loop (fixed-length padding, default collate, sort + pack, log_softmax + NLLLoss);",
-        "(b) lean plain PyTorch (bucketed padded batches, fused cross_entropy); (c) seqvae (Lightning);",
-        "(d) seqvae's model and batches in a plain loop (no Lightning).",
+        "(b) lean plain PyTorch (bucketed padded batches, fused cross_entropy), fp32 and bf16 autocast;",
+        "(c) seqvae (Lightning), fp32 and bf16-mixed (the fast precision);",
+        "(d) seqvae's model and batches in a plain loop (no Lightning), fp32 and bf16.",
         "",
-        "| cell | loop | tokens/s | GFLOP/s | of fp32 peak | of bf16 peak | c / this |",
+        f"Tokens/s are the median of {args.rounds} rounds (each loop once per round, in the order below); the range",
+        "column shows the lowest and highest round.",
+        "",
+        "| model | loop | tokens/s | range | GFLOP/s | of bf16 peak | / b fp32 |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for cell, r in out["cells"].items():
-        best = max(r["c_fp32"]["tokens_per_s"], r["c_bf16"]["tokens_per_s"])
-        for key, name in (("a", "(a) research"), ("b", "(b) lean"), ("d", "(d) seqvae model, plain loop"),
-                          ("c_fp32", "(c) seqvae fp32"), ("c_bf16", "(c) seqvae bf16-mixed")):
+    names = (("a", "(a) research"), ("b_fp32", "(b) lean fp32"), ("b_fast", "(b) lean bf16"),
+             ("d", "(d) seqvae model, plain loop, fp32"), ("d_fast", "(d) seqvae model, plain loop, bf16"),
+             ("c_fp32", "(c) seqvae fp32"), ("c_fast", "(c) seqvae bf16-mixed"))
+    for name, r in out["models"].items():
+        b = r["b_fp32"]["tokens_per_s"]
+        for key, label in names:
             x = r[key]
-            lines.append(f"| {cell} | {name} | {x['tokens_per_s']:,.0f} | {x['gflops']:.1f} | "
-                         f"{x['of_fp32_peak']:.1%} | {x['of_bf16_peak']:.1%} | {best / x['tokens_per_s']:.2f} |")
-    lines += ["", "Lightning's cost (loop (d), seqvae's model and batches without Lightning, against (c) fp32): "
-              + ", ".join(f"{c} {r['lightning_overhead']:+.1%}" for c, r in out["cells"].items()) + ".",
+            lines.append(f"| {name} | {label} | {x['tokens_per_s']:,.0f} | {min(x['rounds']):,.0f}-{max(x['rounds']):,.0f} | "
+                         f"{x['gflops']:.1f} | {x['of_bf16_peak']:.1%} | {x['tokens_per_s'] / b:.2f} |")
+    lines += ["", "Targets (issue: c_fast / b_fp32 >= 3 and >= 25 % of the bf16 peak; a PTB epoch of the suite model in"
+              " <= 60 s):", ""]
+    for name, r in out["models"].items():
+        c = r["c_fast"]
+        lines.append(f"- {name}: c_fast / b_fp32 = **{r['c_fast_over_b_fp32']:.2f}** "
+                     f"({'met' if r['c_fast_over_b_fp32'] >= 3 else 'missed'}); "
+                     f"{c['of_bf16_peak']:.1%} of the bf16 peak ({'met' if c['of_bf16_peak'] >= 0.25 else 'missed'}); "
+                     f"a PTB epoch ({int(r['ptb_epoch_seconds_fast'] * c['tokens_per_s']):,} tokens) takes "
+                     f"**{r['ptb_epoch_seconds_fast']:.0f} s** at this rate, evaluation not included"
+                     + (f" ({'met' if r['ptb_epoch_seconds_fast'] <= 60 else 'missed'})" if name == "ptb-suite" else "")
+                     + ".")
+    lines += ["", "Lightning's cost (loop (d) against (c), tokens/s, same precision): "
+              + ", ".join(f"{c} {r['lightning_overhead']:+.1%} in fp32, {r['lightning_overhead_fast']:+.1%} in bf16"
+                          for c, r in out["models"].items()) + ".",
               "", "Training FLOPs per token (3 x the forward matmuls): "
-              + ", ".join(f"{c} {r['train_flops_per_token'] / 1e6:.2f} MFLOP" for c, r in out["cells"].items()) + ".",
-              "", "## IW-NLL", "",
-              "| cell | K | sentences | tokens | seconds | fp32 FLOP floor (s) | x floor | full test, estimated (s) |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|"]
-    for cell, r in out["cells"].items():
-        iw = r["iw"]
-        lines.append(f"| {cell} | {args.iw_samples} | {iw['sentences']} | {iw['tokens']:,} | {iw['seconds']:.1f} | "
-                     f"{iw['floor_seconds']:.1f} | {iw['over_floor']:.2f} | {iw['full_test_seconds_estimate']:.0f} |")
+              + ", ".join(f"{c} {r['train_flops_per_token'] / 1e6:.2f} MFLOP" for c, r in out["models"].items()) + ".",
+              "", "## Where a step's time goes", "",
+              "Milliseconds per step, each part timed alone on the same batches (`breakdown()` in the script):",
+              "recurrence = embeddings, dropout and both RNNs, forward and backward; vocabulary + CE = the fused",
+              "vocabulary layer and cross-entropy, forward and backward; optimizer = clipping and the fused Adam",
+              "step; data = making the batches; other = the whole plain-loop step minus those parts",
+              "(negative when the parts, timed alone, lose cache warmth that the whole step keeps).", "",
+              "| model | precision | tokens/step | step | recurrence | vocabulary + CE | optimizer | data | other |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in out["models"].items():
+        for key, label in (("breakdown_fp32", "fp32"), ("breakdown_fast", "bf16")):
+            bd = r[key]
+            lines.append(f"| {name} | {label} | {bd['tokens_per_step']:.0f} | {bd['step']:.1f} | {bd['recurrence']:.1f} | "
+                         f"{bd['vocab_ce']:.1f} | {bd['optimizer']:.1f} | {bd['data']:.1f} | {bd['other']:.1f} |")
+    lines += ["", "## IW-NLL", "",
+              "On the first test sentences, with the model trained by loop (c) fp32 (its few steps: the nats column",
+              "compares precisions on the same model and the same samples, not a converged number).", "",
+              "| model | precision | K | sentences | tokens | seconds | IW-NLL | bf16 FLOP floor (s) | x floor | full test, estimated (s) |",
+              "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in out["models"].items():
+        for prec in ("fp32", "bf16"):
+            iw = r[f"iw_{prec}"]
+            lines.append(f"| {name} | {prec} | {args.iw_samples} | {iw['sentences']} | {iw['tokens']:,} | "
+                         f"{iw['seconds']:.1f} | {iw['iw_nll']:.3f} | {iw['floor_seconds_bf16']:.1f} | "
+                         f"{iw['over_bf16_floor']:.2f} | {iw['full_test_seconds_estimate']:.0f} |")
+    lines.append("")
+    lines.append("bf16 - fp32 IW-NLL: " + ", ".join(f"{c} {r['iw_bf16_minus_fp32']:+.3f} nats"
+                                                   for c, r in out["models"].items()) + ".")
     lines.append("")
     return "\n".join(lines)
 

@@ -1,0 +1,63 @@
+"""benchmarks/quality/ptb.py --suite ptb-converged on a tiny PTB-layout corpus: the page's targets and
+convergence table, and rows that survive a new machine through their committed small files."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import shutil
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _ptb_script():
+    spec = importlib.util.spec_from_file_location("ptb_bench", ROOT / "benchmarks" / "quality" / "ptb.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def _tiny_ptb(folder: Path) -> Path:
+    folder.mkdir()
+    words = "the a cat dog sat ran on mat N <unk>".split()
+    for split, n in (("train", 120), ("valid", 20), ("test", 20)):
+        lines = [" " + " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(2 + i % 5)) + " " for i in range(n)]
+        (folder / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
+    return folder
+
+
+def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifacts(tmp_path, monkeypatch):
+    ptb = _ptb_script()
+    data = _tiny_ptb(tmp_path / "ptb")
+    monkeypatch.setattr(ptb, "suite_config", lambda name: _no_checksums(name))
+    argv = ["--suite", "ptb-converged", "--data-dir", str(data), "--rows", "lm", "constant", "--max-steps", "4",
+            "--iw-samples", "2", "--out", str(tmp_path / "runs"), "--artifacts", str(tmp_path / "kept"),
+            "--page", str(tmp_path / "page.md")]
+    assert ptb.main(argv) == 0
+    page = (tmp_path / "page.md").read_text()
+    assert "- LM baseline: test NLL within 1.5 nats of 101.04 and PPL <= 104: **missed**" in page  # 4 steps
+    assert "- cyclical: KL > 0 with IW-NLL within 2 nats of the LM: not run yet" in page
+    assert "| lm | 32-true | 0.0 |" in page  # 4 steps of 1,315 per epoch
+    kept = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
+    assert kept == sorted(f"{row}/{f}" for row in ("constant", "lm")
+                          for f in ("config.json", "logs/metrics.csv", "result.json", "trained.json"))
+    first = json.loads((tmp_path / "kept" / "lm" / "result.json").read_text())
+    assert first["validation"]["validations"][-1]["step"] == 4  # the final validation of a short run
+    # a new machine: no run folders, only the committed files; nothing is trained again
+    shutil.rmtree(tmp_path / "runs")
+    monkeypatch.setattr(ptb, "run_experiment", _must_not_train)
+    assert ptb.main(argv) == 0
+    assert (tmp_path / "page.md").read_text() == page
+
+
+def _no_checksums(name: str) -> dict:
+    from seqvae.bench.suites import suite_config
+
+    raw = suite_config(name)
+    raw["data"]["dataset"]["verify_checksums"] = False
+    return raw
+
+
+def _must_not_train(*args, **kwargs):
+    raise AssertionError("a row with committed artifacts was trained again")
