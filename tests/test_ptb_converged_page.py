@@ -8,6 +8,8 @@ import json
 import shutil
 from pathlib import Path
 
+from tests.test_cli import _tiny_ptb
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -16,15 +18,6 @@ def _ptb_script():
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
-
-
-def _tiny_ptb(folder: Path) -> Path:
-    folder.mkdir()
-    words = "the a cat dog sat ran on mat N <unk>".split()
-    for split, n in (("train", 120), ("valid", 20), ("test", 20)):
-        lines = [" " + " ".join(words[(i * 7 + j * 3) % len(words)] for j in range(2 + i % 5)) + " " for i in range(n)]
-        (folder / f"ptb.{split}.txt").write_text("\n".join(lines) + "\n")
-    return folder
 
 
 def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifacts(tmp_path, monkeypatch):
