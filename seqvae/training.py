@@ -48,6 +48,7 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+HEARTBEAT_SECONDS = 60.0  # without a progress bar, a training log line this often (see Heartbeat)
 CHECKPOINT_FORMAT = "seqvae-checkpoint/1"
 RESUME_FILE = "resume.ckpt"
 
@@ -122,6 +123,7 @@ class VAESystem(L.LightningModule):
         self._restored: dict[str, Any] | None = None
         self._last_finite: tuple[torch.Tensor, ...] | None = None  # see _check_finite
         self._window: torch.Tensor | None = None  # sums of the training terms since the last logged step
+        self._last_terms: tuple[list[str], torch.Tensor] | None = None  # the last step's (names, values)
         self._window_steps = 0
         self._train_rng: torch.Tensor | None = None
 
@@ -186,6 +188,7 @@ class VAESystem(L.LightningModule):
         self.strategy.before_step(self, batch, self.global_step)
         out = self(batch)
         values = self._check_finite(out)
+        self._last_terms = (list(out.terms), values.detach())
         self.tokens_seen += batch.lengths.sum()
         self._log_window(out, values, batch.size)
         return out.loss
@@ -563,6 +566,37 @@ class ResumeCheckpoint(L.Callback):
             tmp.replace(self.path)
 
 
+class Heartbeat(L.Callback):
+    """Without a progress bar (no terminal, CI, a batch job): one log line every ``every`` seconds.
+
+    The line gives the step, the mean loss, reconstruction and KL of the steps since the last line,
+    and the training tokens per second over that time, so a long run is never silent.
+    """
+
+    def __init__(self, every: float = 60.0):
+        self.every = every
+        self._last = time.perf_counter()
+        self._tokens = 0
+        self._sums: torch.Tensor | None = None
+        self._steps = 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if not trainer.is_global_zero or pl_module._last_terms is None:
+            return
+        names, values = pl_module._last_terms
+        self._sums = values if self._sums is None or self._sums.shape != values.shape else self._sums + values
+        self._steps += 1
+        now = time.perf_counter()
+        if now - self._last < self.every and trainer.global_step < (trainer.max_steps or 0):
+            return
+        tokens = int(pl_module.tokens_seen)
+        mean = dict(zip(names, (self._sums / self._steps).tolist()))
+        log.info("step %d/%d: loss %.3f, rec %.3f, kl %.3f, %.0f tokens/s", trainer.global_step, trainer.max_steps,
+                 mean.get("loss", float("nan")), mean.get("rec", float("nan")), mean.get("kl", float("nan")),
+                 (tokens - self._tokens) / max(now - self._last, 1e-9))
+        self._last, self._tokens, self._sums, self._steps = now, tokens, None, 0
+
+
 def _checkpoint_step(path: Path) -> int:
     """The global step stored in a Lightning checkpoint (loaded without executing code)."""
     try:
@@ -665,6 +699,8 @@ def _train(
             _keep_metrics_before(run_dir / "logs", step)
     recipe = ValidationRecipe(t)  # before the checkpoint: a state written after a validation includes it
     callbacks = [recipe, ResumeCheckpoint(run_dir / RESUME_FILE, t.checkpoint_every, t.val_every)]
+    if not progress:
+        callbacks.append(Heartbeat(HEARTBEAT_SECONDS))
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,

@@ -118,3 +118,16 @@ def test_a_resumed_run_takes_the_recipes_decisions_from_its_saved_state(tmp_path
 def test_a_recipe_without_validation_is_a_config_error(train):
     with pytest.raises(ConfigError, match=r"train: .*needs? validation during training: set train.val_every"):
         validate_experiment({"train": train})
+
+
+def test_without_a_progress_bar_training_logs_a_heartbeat_line(tmp_path, monkeypatch, caplog):
+    import logging
+
+    import seqvae.training as T
+
+    monkeypatch.setattr(T, "HEARTBEAT_SECONDS", 0.0)  # every step
+    with caplog.at_level(logging.INFO, logger="seqvae.training"):
+        run_experiment(_cfg(max_steps=5), tmp_path / "run")
+    beats = [r.getMessage() for r in caplog.records if "tokens/s" in r.getMessage()]
+    assert [b.split(":")[0] for b in beats] == [f"step {i}/5" for i in range(1, 6)]
+    assert all(", rec " in b and ", kl " in b for b in beats)
