@@ -576,12 +576,16 @@ class Heartbeat(L.Callback):
     def __init__(self, every: float = 60.0):
         self.every = every
         self._last = time.perf_counter()
-        self._tokens = 0
+        self._tokens: int | None = None  # tokens seen when the last line was written (None: not started)
         self._sums: torch.Tensor | None = None
         self._steps = 0
 
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._tokens is None:  # the first step of this process (a resumed run starts with its count)
+            self._last, self._tokens = time.perf_counter(), int(pl_module.tokens_seen)
+
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
-        if not trainer.is_global_zero or pl_module._last_terms is None:
+        if not trainer.is_global_zero or pl_module._last_terms is None or self._tokens is None:
             return
         names, values = pl_module._last_terms
         self._sums = values if self._sums is None or self._sums.shape != values.shape else self._sums + values
