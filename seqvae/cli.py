@@ -26,6 +26,27 @@ app = typer.Typer(
     pretty_exceptions_show_locals=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            sys.stdout.write(f"seqvae {version('seqvae')}\n")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            sys.stdout.write("seqvae (not installed)\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", help="Print seqvae's version and exit.",
+                                               callback=_version, is_eager=True)] = False,
+) -> None:
+    """Sequence VAEs and the posterior-collapse benchmarks."""
+
+
 plugins_app = typer.Typer(help="Registered components (built-ins and plugins).", no_args_is_help=True)
 app.add_typer(plugins_app, name="plugins")
 config_app = typer.Typer(help="The experiment config: its JSON Schema.", no_args_is_help=True)

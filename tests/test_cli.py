@@ -28,11 +28,19 @@ def _no_torch(args: list[str]) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
 
 
-@pytest.mark.parametrize("args", [["--help"], ["bench", "--help"], ["plugins", "list"], ["plugins", "list", "--json"]])
+@pytest.mark.parametrize("args", [["--help"], ["bench", "--help"], ["plugins", "list"], ["plugins", "list", "--json"],
+                                  ["--version"]])
 def test_help_and_listing_do_not_import_torch(args):
     proc = _no_torch(args)
     assert "NO_TORCH" in proc.stderr, proc.stderr
     assert "TORCH_LOADED" not in proc.stderr
+
+
+def test_version_prints_the_installed_version():
+    from importlib.metadata import version
+
+    res = runner.invoke(app, ["--version"])
+    assert res.exit_code == 0 and res.stdout.strip() == f"seqvae {version('seqvae')}"
 
 
 def test_bench_help_shows_examples():
