@@ -13,8 +13,8 @@ class Dropout(nn.Dropout):
 
     Same distribution and scaling (kept units are multiplied by ``1 / (1 - p)``); on CPU the
     ``bernoulli_`` path draws each value through a slow scalar loop, and this one is about 2x faster
-    for a decoder's ``b t h`` activations (4-5 ms of a PTB training step, measured in
-    ``benchmarks/speed``). On other devices it is ``nn.Dropout`` itself.
+    for a decoder's ``b t h`` activations (4-5 ms of a PTB training step in repeated timings; see
+    docs/results/speed.md). On other devices it is ``nn.Dropout`` itself.
     """
 
     def forward(self, x: Tensor) -> Tensor:

@@ -106,6 +106,32 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("SEQVAE_CACHE", Path.home() / ".cache" / "seqvae"))
 
 
+class TermMeans:
+    """Running sums of a step's stacked training terms (one tensor, kept on the device) and their mean."""
+
+    def __init__(self) -> None:
+        self.sums: torch.Tensor | None = None
+        self.steps = 0
+
+    def add(self, values: torch.Tensor) -> None:
+        """Add one step's terms (``n terms``); a different set of terms starts the window again."""
+        same = self.sums is not None and self.sums.shape == values.shape
+        self.sums, self.steps = (self.sums + values, self.steps + 1) if same else (values, 1)
+
+    def take(self) -> torch.Tensor:
+        """The mean over the steps added since the last ``take``, and an empty window after it."""
+        mean = self.sums / self.steps
+        self.sums, self.steps = None, 0
+        return mean
+
+    def state(self) -> tuple[torch.Tensor, int] | None:
+        return None if self.sums is None else (self.sums.detach().cpu(), self.steps)
+
+    def load_state(self, state: tuple[torch.Tensor, int] | None, device: torch.device) -> None:
+        if state is not None:
+            self.sums, self.steps = state[0].to(device), state[1]
+
+
 class VAESystem(L.LightningModule):
     """Owns the optimizer and the step counter that schedules see (``global_step``).
 
@@ -122,9 +148,8 @@ class VAESystem(L.LightningModule):
         self._started = time.perf_counter()
         self._restored: dict[str, Any] | None = None
         self._last_finite: tuple[torch.Tensor, ...] | None = None  # see _check_finite
-        self._window: torch.Tensor | None = None  # sums of the training terms since the last logged step
+        self._window = TermMeans()  # the training terms since the last logged step
         self._last_terms: tuple[list[str], torch.Tensor] | None = None  # the last step's (names, values)
-        self._window_steps = 0
         self._train_rng: torch.Tensor | None = None
 
     def forward(self, batch: Batch):
@@ -142,9 +167,7 @@ class VAESystem(L.LightningModule):
         if self._restored is not None:  # resumed: the strategy's state and every RNG as they were saved
             self.strategy.load_state_dict(self._restored["strategy"])
             self.tokens_seen.fill_(self._restored["tokens_seen"])
-            window = self._restored.get("log_window")
-            if window is not None:
-                self._window, self._window_steps = window[0].to(self.tokens_seen.device), window[1]
+            self._window.load_state(self._restored.get("log_window"), self.tokens_seen.device)
             self.train_seconds_before = self._restored["train_seconds"]
             _set_rng_state(self._restored["rng"])
             self._restored = None
@@ -158,7 +181,7 @@ class VAESystem(L.LightningModule):
             "config": self.cfg.model_dump(mode="json"),
             "strategy": self.strategy.state_dict(),
             "tokens_seen": int(self.tokens_seen),
-            "log_window": None if self._window is None else (self._window.detach().cpu(), self._window_steps),
+            "log_window": self._window.state(),
             "train_seconds": self.train_seconds(),
             "rng": _rng_state(),
         }
@@ -200,17 +223,14 @@ class VAESystem(L.LightningModule):
         the last step; a single batch of length-bucketed data is far too noisy to read a curve from.
         The running sums are kept on the device (no host sync) and travel in ``resume.ckpt``.
         """
-        same = self._window is not None and self._window.shape == values.shape
-        self._window = self._window + values if same else values
-        self._window_steps += 1
+        self._window.add(values)
         step = self.global_step
         if (step + 1) % self.cfg.train.log_every != 0 and step + 1 != self.cfg.train.max_steps:
             return
-        mean = self._window / self._window_steps
+        mean = self._window.take()
         self.log_dict({f"train/{k}": v for k, v in zip(out.terms, mean)}, on_step=True, on_epoch=False,
                       batch_size=batch_size)
         self.log("train/beta", out.beta, on_step=True, on_epoch=False, batch_size=batch_size)
-        self._window, self._window_steps = None, 0
 
     def _check_finite(self, out: Any) -> torch.Tensor:
         """Stop the run at the first NaN/inf loss, naming the step and the last finite terms.
@@ -270,8 +290,8 @@ def clip_gradients(optimizer: torch.optim.Optimizer, params: Any, max_norm: floa
 
     For the fused Adam the scaling is left to its kernel, which divides every gradient by
     ``optimizer.grad_scale`` as it reads it: the same update as ``clip_grad_norm_`` followed by the
-    step, with one pass over the 10 M gradients fewer (about 4 ms of a PTB step on 2 cores,
-    benchmarks/speed). ``tests/test_fast_paths.py`` checks that both give the same parameters.
+    step, with one pass over the 10 M gradients fewer (about 4 ms of a PTB step on 2 cores in a
+    micro-benchmark; see docs/results/speed.md). ``tests/test_fast_paths.py`` checks that both give the same parameters.
     """
     fused = isinstance(optimizer, torch.optim.Adam) and optimizer.defaults.get("fused")
     if not fused:
@@ -577,8 +597,7 @@ class Heartbeat(L.Callback):
         self.every = every
         self._last = time.perf_counter()
         self._tokens: int | None = None  # tokens seen when the last line was written (None: not started)
-        self._sums: torch.Tensor | None = None
-        self._steps = 0
+        self._terms = TermMeans()
 
     def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         if self._tokens is None:  # the first step of this process (a resumed run starts with its count)
@@ -588,17 +607,16 @@ class Heartbeat(L.Callback):
         if not trainer.is_global_zero or pl_module._last_terms is None or self._tokens is None:
             return
         names, values = pl_module._last_terms
-        self._sums = values if self._sums is None or self._sums.shape != values.shape else self._sums + values
-        self._steps += 1
+        self._terms.add(values)
         now = time.perf_counter()
         if now - self._last < self.every and trainer.global_step < (trainer.max_steps or 0):
             return
         tokens = int(pl_module.tokens_seen)
-        mean = dict(zip(names, (self._sums / self._steps).tolist()))
+        mean = dict(zip(names, self._terms.take().tolist()))
         log.info("step %d/%d: loss %.3f, rec %.3f, kl %.3f, %.0f tokens/s", trainer.global_step, trainer.max_steps,
                  mean.get("loss", float("nan")), mean.get("rec", float("nan")), mean.get("kl", float("nan")),
                  (tokens - self._tokens) / max(now - self._last, 1e-9))
-        self._last, self._tokens, self._sums, self._steps = now, tokens, None, 0
+        self._last, self._tokens = now, tokens
 
 
 def _checkpoint_step(path: Path) -> int:

@@ -146,13 +146,12 @@ def main(argv: list[str] | None = None) -> int:
 def keep_artifacts(run_dir: Path, dest: Path) -> None:
     """Copy a finished row's small files (never its checkpoints) to ``dest``, paths rewritten there."""
     for name in ARTIFACTS:
-        src = run_dir / name
-        if src.exists():
+        if name != "result.json" and (run_dir / name).exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(src, dest / name)
-    result = json.loads((dest / "result.json").read_text())
+            shutil.copyfile(run_dir / name, dest / name)
+    result = json.loads((run_dir / "result.json").read_text())
     result["run_dir"] = str(dest)
-    result.pop("plots", None)
+    result.pop("plots", None)  # the plots stay in the run folder
     (dest / "result.json").write_text(json.dumps(result, indent=2))
 
 

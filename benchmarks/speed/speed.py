@@ -522,46 +522,36 @@ def main(argv: list[str] | None = None) -> int:
         res["lightning_overhead"] = res["d"]["tokens_per_s"] / c32["tokens_per_s"] - 1
         res["lightning_overhead_fast"] = res["d_fast"]["tokens_per_s"] / c16["tokens_per_s"] - 1
         for key in LOOPS:
-            r = res[key]
-            r["gflops"] = r["tokens_per_s"] * flops / 1e9
-            r["of_fp32_peak"] = r["gflops"] / peak32
-            r["of_bf16_peak"] = r["gflops"] / peak16
+            res[key]["gflops"] = res[key]["tokens_per_s"] * flops / 1e9
         res["c_fast_over_b_fp32"] = c16["tokens_per_s"] / res["b_fp32"]["tokens_per_s"]
         res["breakdown_fast"] = breakdown(name, corpus, args.data_dir, min(args.steps, 40), args.device, True)
         res["breakdown_fp32"] = breakdown(name, corpus, args.data_dir, min(args.steps, 40), args.device, False)
-        iw_flops = None
+        full_tokens = int(corpus.split("test").lengths.sum())
         for prec, fast in (("fp32", False), ("bf16", True)):
             iw = time_iw(model, corpus, args.iw_samples, args.iw_sentences, args.device, fast)
-            iw_flops = args.iw_samples * iw["tokens"] * decoder_flops_per_token(spec, vocab)
-            iw["floor_seconds_bf16"] = iw_flops / (peak16 * 1e9)
-            iw["over_bf16_floor"] = iw["seconds"] / iw["floor_seconds_bf16"]
-            full_tokens = int(corpus.split("test").lengths.sum())
+            iw["flops"] = args.iw_samples * iw["tokens"] * decoder_flops_per_token(spec, vocab)
             iw["full_test_seconds_estimate"] = iw["seconds"] * full_tokens / iw["tokens"]
             res[f"iw_{prec}"] = iw
         res["iw_bf16_minus_fp32"] = res["iw_bf16"]["iw_nll"] - res["iw_fp32"]["iw_nll"]
         epoch_tokens = int(corpus.split("train").lengths.sum())
         res["ptb_epoch_seconds_fast"] = epoch_tokens / c16["tokens_per_s"]
         out["models"][name] = res
-        print(_summary(name, res), flush=True)
+        print(f"{name}: tokens/s " + " | ".join(f"{k} {res[k]['tokens_per_s']:,.0f}" for k in LOOPS), flush=True)
     # the peaks again at the end: a VM's matrix units can run at a different speed later in the run;
     # the shares of the peak use the higher of the two measurements (the harder target)
     end32, end16 = matmul_peak(torch.float32, args.device), matmul_peak(torch.bfloat16, args.device)
     out["peaks_at_end"] = {"fp32": end32, "bf16": end16}
     print(f"matmul 2048^2 at the end: fp32 {end32:.0f} GFLOP/s, bf16 {end16:.0f} GFLOP/s", flush=True)
-    if end16 > peak16:
-        scale = peak16 / end16
-        out["peak_bf16"] = end16
-        for res in out["models"].values():
-            for key in LOOPS:
-                res[key]["of_bf16_peak"] *= scale
-            for prec in ("fp32", "bf16"):
-                iw = res[f"iw_{prec}"]
-                iw["floor_seconds_bf16"] *= scale
-                iw["over_bf16_floor"] /= scale
-    out["peak_fp32"] = max(peak32, end32)
-    for res in out["models"].values():
+    out["peak_fp32"], out["peak_bf16"] = max(peak32, end32), max(peak16, end16)
+    for name, res in out["models"].items():
         for key in LOOPS:
             res[key]["of_fp32_peak"] = res[key]["gflops"] / out["peak_fp32"]
+            res[key]["of_bf16_peak"] = res[key]["gflops"] / out["peak_bf16"]
+        for prec in ("fp32", "bf16"):
+            iw = res[f"iw_{prec}"]
+            iw["floor_seconds_bf16"] = iw["flops"] / (out["peak_bf16"] * 1e9)
+            iw["over_bf16_floor"] = iw["seconds"] / iw["floor_seconds_bf16"]
+        print(_summary(name, res), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     if args.page:
