@@ -74,6 +74,40 @@ def _hardware(raw: dict[str, Any], accelerator: Optional[str], devices: Optional
             raw.setdefault("train", {})[key] = value
 TRAINING = "Training"
 OUTPUT = "Output"
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="Training sentences per batch (sets data.batch_size; the learning rate stays as it is unless --scale-lr).",
+    rich_help_panel=TRAINING)]
+ScaleLrOpt = Annotated[Optional[str], typer.Option(
+    "--scale-lr", help="With --batch-size N: scale train.lr by N/B (linear) or sqrt(N/B) (sqrt), B the config's batch size.",
+    rich_help_panel=TRAINING)]
+LR_SCALING = {"linear": 1.0, "sqrt": 0.5}
+
+
+def _batch(raw: dict[str, Any], batch_size: Optional[int], scale_lr: Optional[str]) -> None:
+    """Put ``--batch-size`` into ``raw`` and, with ``--scale-lr``, scale the learning rate to match.
+
+    Nothing is scaled unless asked: a bigger batch at the same learning rate is a different
+    optimisation, and which scaling rule is right depends on the optimizer, so the user chooses.
+    """
+    if scale_lr is not None and scale_lr not in LR_SCALING:
+        _fail(f"--scale-lr must be linear or sqrt, got '{scale_lr}'")
+    if batch_size is None:
+        if scale_lr is not None:
+            _fail("--scale-lr scales the learning rate to a new --batch-size; give --batch-size too")
+        return
+    if batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    from seqvae.config import DataConfig, TrainConfig
+
+    data, train_ = raw.setdefault("data", {}), raw.setdefault("train", {})
+    base = data.get("batch_size", DataConfig.model_fields["batch_size"].default)
+    data["batch_size"] = batch_size
+    if scale_lr is not None:
+        lr = train_.get("lr", TrainConfig.model_fields["lr"].default)
+        if not isinstance(base, int) or isinstance(base, bool) or base < 1 or not isinstance(lr, (int, float)):
+            _fail(f"--scale-lr: the config's data.batch_size ({base!r}) and train.lr ({lr!r}) must be numbers")
+        train_["lr"] = lr * (batch_size / base) ** LR_SCALING[scale_lr]
+        log.info("batch %d -> %d: lr %.4g -> %.4g (%s scaling)", base, batch_size, lr, train_["lr"], scale_lr)
 EvalPrecisionOpt = Annotated[Optional[str], typer.Option(
     "--precision", help="32-true (default) or bf16-mixed: evaluate under bf16 autocast (float32 reductions).",
     rich_help_panel=HARDWARE)]
@@ -175,6 +209,8 @@ def bench(
     dataset: Annotated[Optional[str], typer.Option("--dataset", help="Dataset name (overrides the suite's).", rich_help_panel=TRAINING)] = None,
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Folder of the corpus files (sets data.dataset.data_dir).", rich_help_panel=TRAINING)] = None,
     max_steps: Annotated[Optional[int], typer.Option("--max-steps", help="Training steps per cell.", rich_help_panel=TRAINING)] = None,
+    batch_size: BatchOpt = None,
+    scale_lr: ScaleLrOpt = None,
     iw_samples: Annotated[Optional[int], typer.Option("--iw-samples", help="K for IW-NLL (default 500; 0 = skip).", rich_help_panel=TRAINING)] = None,
     config: Annotated[Optional[Path], typer.Option("--config", help="YAML/JSON experiment config merged over the suite.", rich_help_panel=TRAINING)] = None,
     sets: Annotated[Optional[list[str]], typer.Option("--set", help="Override, e.g. decoder.num_layers=2.", rich_help_panel=TRAINING)] = None,
@@ -201,7 +237,8 @@ def bench(
     given = [flag for flag, v in (("--encoder", encoder), ("--decoder", decoder), ("--prior", prior),
                                   ("--schedule", schedule), ("--regularizer", regularizer), ("--strategy", strategy),
                                   ("--seed", seed), ("--dataset", dataset), ("--data-dir", data_dir),
-                                  ("--max-steps", max_steps), ("--iw-samples", iw_samples), ("--config", config),
+                                  ("--max-steps", max_steps), ("--batch-size", batch_size), ("--scale-lr", scale_lr),
+                                  ("--iw-samples", iw_samples), ("--config", config),
                                   ("--set", sets), ("--accelerator", accelerator), ("--devices", devices),
                                   ("--num-nodes", num_nodes), ("--distributed", distributed),
                                   ("--precision", precision)) if v]
@@ -226,6 +263,7 @@ def bench(
             raw.setdefault("train", {})["max_steps"] = max_steps
         if iw_samples is not None:
             raw.setdefault("eval", {})["iw_samples"] = iw_samples
+        _batch(raw, batch_size, scale_lr)
         _hardware(raw, accelerator, devices, num_nodes, distributed, precision)
         from seqvae.composer import expand_grid
 
@@ -383,6 +421,8 @@ def train(
     out_dir: Annotated[Path, typer.Option("--out", help="Run folder.")] = Path("runs/train"),
     overwrite: Annotated[bool, typer.Option("--overwrite", help="Start afresh in a run folder that holds a run.")] = False,
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the interrupted run in this folder (its own config).")] = None,
+    batch_size: BatchOpt = None,
+    scale_lr: ScaleLrOpt = None,
     accelerator: AcceleratorOpt = None,
     devices: DevicesOpt = None,
     num_nodes: NodesOpt = None,
@@ -396,14 +436,17 @@ def train(
     """Train and evaluate one model from a config file (or continue an interrupted run with --resume)."""
     _setup_logging(verbose)
     if resume is not None:
-        if config is not None or sets:
-            _fail("--resume continues the run with its own config.json; drop --config/--set")
+        if config is not None or sets or batch_size is not None or scale_lr is not None:
+            _fail("--resume continues the run with its own config.json; drop --config/--set/--batch-size/--scale-lr")
         stored = resume / "config.json"
         if not stored.exists():
             _fail(f"{resume}: no config.json; is it a seqvae run folder?")
         config, out_dir = stored, resume
     try:
-        raw = _raw_config(config, list(sets or []), None)
+        raw = _raw_config(config, [], None)
+        if resume is None:
+            _batch(raw, batch_size, scale_lr)
+        raw = apply_overrides(raw, list(sets or []))
         if resume is None:
             _hardware(raw, accelerator, devices, num_nodes, distributed, precision)
         elif any(v is not None for v in (accelerator, devices, num_nodes, distributed, precision)):

@@ -290,3 +290,27 @@ def test_parallel_cells_give_the_same_rows_as_one_at_a_time(tmp_path):
     assert len((tmp_path / "p" / "results.jsonl").read_text().splitlines()) == 2
     res = runner.invoke(app, ["bench", "--parallel", "2", "--devices", "2", "--dry-run"])
     assert res.exit_code == 2 and "--parallel" in res.output
+
+
+def test_batch_size_scales_the_learning_rate_only_when_asked(tmp_path):
+    """``--batch-size`` alone keeps lr; ``--scale-lr linear|sqrt`` scales it from the config's batch size."""
+    def cell(*flags: str) -> dict:
+        res = runner.invoke(app, ["bench", *flags, "--dry-run", "--json"])
+        assert res.exit_code == 0, res.output
+        return json.loads(res.stdout)[0]
+
+    base = cell()
+    b, lr = base["data"]["batch_size"], base["train"]["lr"]
+    plain = cell("--batch-size", str(4 * b))
+    assert plain["data"]["batch_size"] == 4 * b and plain["train"]["lr"] == lr
+    assert cell("--batch-size", str(4 * b), "--scale-lr", "linear")["train"]["lr"] == pytest.approx(4 * lr)
+    assert cell("--batch-size", str(4 * b), "--scale-lr", "sqrt")["train"]["lr"] == pytest.approx(2 * lr)
+    # --set applies last and wins over the scaled value
+    assert cell("--batch-size", "64", "--scale-lr", "sqrt", "--set", "train.lr=0.01")["train"]["lr"] == 0.01
+    for flags, says in ((["--scale-lr", "sqrt"], "give --batch-size too"),
+                        (["--batch-size", "64", "--scale-lr", "cubic"], "linear or sqrt"),
+                        (["--batch-size", "0"], "--batch-size must be >= 1")):
+        res = runner.invoke(app, ["bench", *flags, "--dry-run"])
+        assert res.exit_code == 2 and says in res.output, res.output
+    res = runner.invoke(app, ["train", "--resume", str(tmp_path), "--batch-size", "64"])
+    assert res.exit_code == 2 and "drop --config/--set/--batch-size" in res.output
