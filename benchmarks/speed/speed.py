@@ -87,12 +87,13 @@ def _autocast(device: str, fast: bool):
 
 
 def timed_training(epoch, step, model: nn.Module, opt: torch.optim.Optimizer, steps: int, warmup: int,
-                   device: str) -> dict:
+                   device: str, clip=None) -> dict:
     """Train ``warmup + steps`` steps; tokens/s over the last ``steps``.
 
     ``epoch()`` yields one epoch of batches; ``step(batch, i)`` returns (loss, predicted tokens as a
     tensor). Every loop shares this part (zero_grad, backward, clip 5, optimizer step), so the
     loops differ only in their data and their model. Tokens are summed on the device: no per-step sync.
+    ``clip(params)`` replaces ``clip_grad_norm_(params, 5)`` (loop (d) passes seqvae's own clipping).
     """
     tokens, start, done, began = None, None, 0, time.perf_counter()
     while done < warmup + steps:
@@ -103,7 +104,10 @@ def timed_training(epoch, step, model: nn.Module, opt: torch.optim.Optimizer, st
             loss, n = step(batch, done)
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            if clip is None:
+                nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+            else:
+                clip(model.parameters())
             opt.step()
             if tokens is not None:
                 tokens = tokens + n
@@ -295,7 +299,8 @@ def seqvae_config(name: str, data_dir: Path, steps: int, precision: str, device:
     }
 
 
-def loop_c(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: str, precision: str) -> dict:
+def loop_c(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: str, precision: str,
+           batch: int = BATCH) -> dict:
     import lightning as L
 
     from seqvae.composer import build_model
@@ -319,7 +324,7 @@ def loop_c(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
             _sync(device)
             marks["end"], marks["tokens_end"] = time.perf_counter(), float(module.tokens_seen)
 
-    dm = TextDataModule(corpus, BATCH, 64, cfg.data.bucket_factor, 0)
+    dm = TextDataModule(corpus, batch, 64, cfg.data.bucket_factor, 0)
     trainer = L.Trainer(accelerator=cfg.train.accelerator, devices=1, precision=precision, max_steps=warmup + steps,
                         max_epochs=-1, logger=False, enable_checkpointing=False, enable_progress_bar=False,
                         enable_model_summary=False, limit_val_batches=0,
@@ -350,6 +355,8 @@ def loop_d(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
 
     ``prepare(model)``, when given, changes the model before training (compile_effect.py compiles parts of it).
     """
+    from seqvae.training import clip_gradients
+
     model, opt, stream = _plain_setup(name, corpus, data_dir, warmup + steps, device)
     if prepare is not None:
         prepare(model)
@@ -360,7 +367,8 @@ def loop_d(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
             loss = model(batch, step=i, total_steps=warmup + steps).loss
         return loss, batch.lengths.sum()
 
-    return timed_training(lambda: stream, step, model, opt, steps, warmup, device)
+    return timed_training(lambda: stream, step, model, opt, steps, warmup, device,
+                          clip=lambda params: clip_gradients(opt, list(params), 5.0))
 
 
 # ------------------------------------------------------------------------------ the breakdown
@@ -376,6 +384,7 @@ def breakdown(name: str, corpus, data_dir: Path, steps: int, device: str, fast: 
     the schedule, autograd's bookkeeping).
     """
     from seqvae.model import blocked_token_nll
+    from seqvae.training import clip_gradients
 
     model, opt, stream = _plain_setup(name, corpus, data_dir, steps, device)
     pad = corpus.vocab.pad_id
@@ -388,6 +397,7 @@ def breakdown(name: str, corpus, data_dir: Path, steps: int, device: str, fast: 
     data_ms = (time.perf_counter() - t) / len(batches) * 1e3
     batches = [b.to(device) for b in batches]
     dec, layer = model.decoder, model.decoder.output_layer()
+    params = list(model.parameters())
 
     def timed(fn) -> float:
         for b in batches[:3]:
@@ -421,11 +431,11 @@ def breakdown(name: str, corpus, data_dir: Path, steps: int, device: str, fast: 
             loss = model(b, step=0, total_steps=steps).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        clip_gradients(opt, params, 5.0)
         opt.step()
 
     def optimizer(b):
-        nn.utils.clip_grad_norm_(model.parameters(), 5.0)
+        clip_gradients(opt, params, 5.0)
         opt.step()
 
     out = {"recurrence": timed(recurrence), "vocab_ce": timed(vocab_ce)}
@@ -476,6 +486,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rounds", type=int, default=3, help="Each loop is timed once per round; medians are reported.")
     p.add_argument("--iw-samples", type=int, default=500)
     p.add_argument("--iw-sentences", type=int, default=64, help="Test sentences the IW-NLL timing uses.")
+    p.add_argument("--batch-sizes", type=int, nargs="*", default=[64, 128],
+                   help="Also time loop (c) bf16 of the ptb-suite model at these batch sizes (once each, after the rounds).")
     p.add_argument("--page", type=Path, default=None, help="Write the results as markdown here.")
     p.add_argument("--json", type=Path, default=None, help="Write the raw numbers as JSON here.")
     args = p.parse_args(argv)
@@ -524,6 +536,15 @@ def main(argv: list[str] | None = None) -> int:
         for key in LOOPS:
             res[key]["gflops"] = res[key]["tokens_per_s"] * flops / 1e9
         res["c_fast_over_b_fp32"] = c16["tokens_per_s"] / res["b_fp32"]["tokens_per_s"]
+        if name == "ptb-suite" and args.batch_sizes:
+            # a bigger batch is an option (--batch-size, --scale-lr), never the default: reported apart
+            res["batch_scan"] = {}
+            for size in args.batch_sizes:
+                r = loop_c(name, corpus, args.data_dir, args.steps, args.warmup, args.device, "bf16-mixed", batch=size)
+                r.pop("model", None)
+                res["batch_scan"][str(size)] = {"tokens_per_s": r["tokens_per_s"],
+                                                "over_b_fp32": r["tokens_per_s"] / res["b_fp32"]["tokens_per_s"]}
+                print(f"{name}: c_fast at batch {size}: {r['tokens_per_s']:,.0f} tokens/s", flush=True)
         res["breakdown_fast"] = breakdown(name, corpus, args.data_dir, min(args.steps, 40), args.device, True)
         res["breakdown_fp32"] = breakdown(name, corpus, args.data_dir, min(args.steps, 40), args.device, False)
         full_tokens = int(corpus.split("test").lengths.sum())
@@ -637,6 +658,19 @@ def render(out: dict, args: argparse.Namespace) -> str:
                      f"**{r['ptb_epoch_seconds_fast']:.0f} s** at this rate, evaluation not included"
                      + (f" ({'met' if r['ptb_epoch_seconds_fast'] <= 60 else 'missed'})" if name == "ptb-suite" else "")
                      + ".")
+    scans = {n: r["batch_scan"] for n, r in out["models"].items() if r.get("batch_scan")}
+    if scans:
+        lines += ["", "Larger batches (`--batch-size N`, with `--scale-lr` if wanted; not the default and not what the",
+                  "targets measure): loop (c) bf16-mixed, one timing each after the rounds, against (b) fp32 at batch 32.", "",
+                  "| model | batch | tokens/s | / b fp32 (batch 32) | PTB epoch (s) |", "|---|---:|---:|---:|---:|"]
+        for n, scan in scans.items():
+            r = out["models"][n]
+            epoch_tokens = r["ptb_epoch_seconds_fast"] * r["c_fast"]["tokens_per_s"]
+            lines.append(f"| {n} | 32 | {r['c_fast']['tokens_per_s']:,.0f} | {r['c_fast_over_b_fp32']:.2f} | "
+                         f"{r['ptb_epoch_seconds_fast']:.0f} |")
+            for size, x in scan.items():
+                lines.append(f"| {n} | {size} | {x['tokens_per_s']:,.0f} | {x['over_b_fp32']:.2f} | "
+                             f"{epoch_tokens / x['tokens_per_s']:.0f} |")
     lines += ["", "Lightning's cost (loop (d) against (c), tokens/s, same precision): "
               + ", ".join(f"{c} {r['lightning_overhead']:+.1%} in fp32, {r['lightning_overhead_fast']:+.1%} in bf16"
                           for c, r in out["models"].items()) + ".",
