@@ -24,6 +24,9 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from seqvae.component_config import ComponentConfig
+from seqvae.registry import RegistryError, get_registry
+
 __all__ = [
     "ComponentConfig",
     "ConfigError",
@@ -44,14 +47,6 @@ class ConfigError(ValueError):
     """A configuration could not be read or validated. The message lists every problem."""
 
 
-class ComponentConfig(BaseModel):
-    """Base class of every component's nested ``Config`` (extra fields are forbidden)."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
-
-    kind: str = Field(description="Registry name of the component.")
-
-
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
 
@@ -63,8 +58,6 @@ def _component(kind: str, default: str | None):
     """
 
     def validate(value: Any) -> Any:
-        from seqvae.registry import RegistryError, get_registry
-
         if isinstance(value, ComponentConfig):
             return value
         if isinstance(value, str):
@@ -232,8 +225,6 @@ class ExperimentConfig(_Strict):
 
     @model_validator(mode="after")
     def _latent_pairing(self) -> ExperimentConfig:
-        from seqvae.registry import get_registry
-
         if self.has_latent != getattr(get_registry("prior").get(self.prior.kind), "has_latent", True):
             raise ValueError(
                 f"encoder '{self.encoder.kind}' and prior '{self.prior.kind}' do not match: the "
@@ -252,15 +243,11 @@ class ExperimentConfig(_Strict):
 
     def component_class(self, slot: str) -> type:
         """The registered class in ``slot`` (encoder, decoder, prior, schedule or strategy)."""
-        from seqvae.registry import get_registry
-
         return get_registry(slot).get(getattr(self, slot).kind)
 
     @property
     def has_latent(self) -> bool:
         """False for the language-model baseline (encoder and prior ``none``)."""
-        from seqvae.registry import get_registry
-
         return getattr(get_registry("encoder").get(self.encoder.kind), "has_latent", True)
 
     def component_names(self) -> dict[str, Any]:

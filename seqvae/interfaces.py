@@ -18,6 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from seqvae.config import ComponentConfig
+from seqvae.data.batch import Batch  # re-exported: components and plugins take it from here
 
 if TYPE_CHECKING:
     from pathlib import Path
@@ -55,51 +56,6 @@ class BuildContext:
     latent_dim: int
     embed_dim: int
     hidden_size: int
-
-    @property
-    def special_ids(self) -> tuple[int, ...]:
-        return (self.pad_id, self.bos_id, self.eos_id, self.unk_id)
-
-
-@dataclass
-class Batch:
-    """A padded batch of sentences.
-
-    Attributes:
-        tokens: ``b (t+1)`` long: ``<bos> w_1 .. w_n <eos>`` then padding.
-        lengths: ``b`` long: number of predicted tokens per sentence (words + one ``<eos>``).
-        pad_id: the padding id.
-    """
-
-    tokens: Tensor
-    lengths: Tensor
-    pad_id: int = 0
-    labels: Tensor | None = None
-
-    @property
-    def inputs(self) -> Tensor:
-        """Decoder inputs ``b t`` (teacher forcing): ``<bos> w_1 .. w_n`` then padding."""
-        return self.tokens[:, :-1]
-
-    @property
-    def targets(self) -> Tensor:
-        """Prediction targets ``b t``: ``w_1 .. w_n <eos>`` then padding."""
-        return self.tokens[:, 1:]
-
-    @property
-    def mask(self) -> Tensor:
-        """``b t`` bool, True where a target is a real token."""
-        t = self.tokens.shape[1] - 1
-        return torch.arange(t, device=self.lengths.device)[None, :] < self.lengths[:, None]
-
-    @property
-    def size(self) -> int:
-        return int(self.tokens.shape[0])
-
-    def to(self, device: Any) -> Batch:
-        """The same batch on ``device`` (tokens ``b (t+1)``, lengths ``b``, labels ``b``)."""
-        labels = self.labels.to(device) if self.labels is not None else None
-        return Batch(self.tokens.to(device), self.lengths.to(device), self.pad_id, labels)
 
 
 class Posterior(ABC):
@@ -244,9 +200,6 @@ class Decoder(nn.Module, _Component, ABC):
     position t never depend on inputs after t). ``init_state(z)`` and ``step(token: b, state)`` give
     the same logits one position at a time, for generation.
     """
-
-    #: A decoder that cannot run without its previous words sets this to True.
-    needs_inputs: ClassVar[bool] = False
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()

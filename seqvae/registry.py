@@ -30,6 +30,8 @@ import warnings
 from dataclasses import dataclass, field
 from typing import Any
 
+from seqvae.component_config import ComponentConfig
+
 __all__ = [
     "KINDS",
     "installed_plugins",
@@ -322,8 +324,6 @@ class Registry:
         return obj
 
     def _contract_problem(self, obj: Any) -> str | None:
-        from seqvae.config import ComponentConfig  # no torch
-
         base = _import_value(self._base_path)
         if not isinstance(obj, type) or not issubclass(obj, base):
             return f"{obj!r} is not a subclass of {base.__module__}.{base.__qualname__}"
@@ -343,10 +343,6 @@ class Registry:
                 except PluginLoadError:
                     pass
         return self.entries()
-
-    def config_model(self, name: str) -> Any:
-        """The pydantic ``Config`` class of the component ``name``."""
-        return self.get(name).Config
 
     def provenance(self, name: str) -> str:
         """``package==version`` of the package that provides ``name``."""

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from seqvae.data.corpora import CorpusError, SplitText
 from seqvae.data.vocab import Vocab
-from seqvae.interfaces import Batch
+from seqvae.data.batch import Batch
 
 __all__ = ["Corpus", "TokenStore", "encode_splits"]
 

@@ -10,7 +10,7 @@ from torch.utils.data import DataLoader, IterableDataset
 
 from seqvae.data.corpus import Corpus, TokenStore
 from seqvae.data.vocab import Vocab
-from seqvae.interfaces import Batch
+from seqvae.data.batch import Batch
 
 __all__ = ["BucketedBatches", "TextDataModule", "bucket_plan", "eval_batches"]
 

@@ -23,7 +23,7 @@ Example (YAML)::
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
@@ -83,7 +83,6 @@ class TextDataset(DatasetBuilder):
     """Sentences from text files, one per line (registry name ``text``)."""
 
     Config = TextDatasetConfig
-    labeled: ClassVar[bool] = False
 
     def read_split(self, files: list[FileSpec]) -> SplitText:
         """Read and join the files of one split."""
@@ -121,8 +120,6 @@ class LabeledTextDataset(TextDataset):
         label_names: list[str] | None = Field(
             None, description="Allowed per-line labels (label id = position); None = integers 0, 1, ..."
         )
-
-    labeled = True
 
     def _label_args(self, spec: FileSpec) -> dict[str, Any]:
         if spec.label is not None:
