@@ -294,7 +294,9 @@ def bench(
     out_dir = out_dir or Path("runs") / time.strftime("bench-%Y%m%d-%H%M%S")
     from seqvae.distributed import is_rank_zero
 
-    if is_rank_zero() and ((out_dir / "results.jsonl").exists() or (out_dir / "grid.json").exists()) and not overwrite:
+    from seqvae.run_dir import GRID_FILE, RESULTS_FILE
+
+    if is_rank_zero() and ((out_dir / RESULTS_FILE).exists() or (out_dir / GRID_FILE).exists()) and not overwrite:
         _fail(f"{out_dir}: already holds another bench; continue it with --resume {out_dir}, "
               "or pass --overwrite, or pick --out")
     corpora = _load_corpora(configs, cache_dir)  # bad corpus input stops here, before any training
@@ -366,16 +368,20 @@ def _rerun(run_dir: Path, out_dir: Optional[Path], overwrite: bool, cache_dir: O
     from seqvae.bench.runner import compare_metrics
     from seqvae.training import run_experiment
 
+    from seqvae.run_dir import RunDir
+
+    rd = RunDir(run_dir)
+    original = rd.read_result()
+    if original is None:
+        _fail(f"{run_dir}: not a finished seqvae run (no readable {rd.RESULT})")
     try:
-        original = json.loads((run_dir / "result.json").read_text())
-        cfg = validate_experiment(json.loads((run_dir / "config.json").read_text()),
-                                  source=f"{run_dir / 'config.json'}")
-    except (OSError, ValueError) as exc:  # ConfigError included
-        _fail(f"{run_dir}: not a finished seqvae run ({exc})" if not isinstance(exc, ConfigError) else str(exc))
+        cfg = rd.read_config()
+    except ConfigError as exc:
+        _fail(str(exc))
     target = out_dir or run_dir.with_name(run_dir.name + "-rerun")
     if target.resolve() == run_dir.resolve():
         _fail(f"--out {target}: the rerun needs its own folder, not the original's")
-    if (target / "config.json").exists() and not overwrite:
+    if RunDir(target).exists() and not overwrite:
         _fail(f"{target}: already holds a run; pass --overwrite or pick --out")
     (corpus,) = _load_corpora([cfg], cache_dir).values()
     again = run_experiment(cfg, target, cache_dir=cache_dir, progress=_progress_wanted(progress), corpus=corpus)
@@ -438,9 +444,13 @@ def train(
     if resume is not None:
         if config is not None or sets or batch_size is not None or scale_lr is not None:
             _fail("--resume continues the run with its own config.json; drop --config/--set/--batch-size/--scale-lr")
-        stored = resume / "config.json"
+        from seqvae.run_dir import RunDir
+
+        stored = RunDir(resume).config_file
+        if not resume.is_dir():
+            _fail(f"--resume {resume}: no such folder")
         if not stored.exists():
-            _fail(f"{resume}: no config.json; is it a seqvae run folder?")
+            _fail(f"{resume}: no {stored.name}; is it a seqvae run folder?")
         config, out_dir = stored, resume
     try:
         raw = _raw_config(config, [], None)
@@ -457,8 +467,10 @@ def train(
     from seqvae.distributed import is_rank_zero
 
     rank0 = is_rank_zero()
-    if rank0 and resume is None and (out_dir / "config.json").exists() and not overwrite:
-        state = "a finished run" if (out_dir / "result.json").exists() else \
+    from seqvae.run_dir import RunDir
+
+    if rank0 and resume is None and RunDir(out_dir).exists() and not overwrite:
+        state = "a finished run" if RunDir(out_dir).is_finished() else \
             f"an unfinished run (continue it with --resume {out_dir})"
         _fail(f"{out_dir}: already holds {state}; pass --overwrite or pick --out")
     from seqvae.training import NonFiniteLossError, ResumeError, RunInterrupted, run_experiment
@@ -515,8 +527,10 @@ def eval_(
         _fail(f"--split must be train, valid or test, got '{split}'")
     if iw_samples is not None and iw_samples < 0:
         _fail(f"--iw-samples must be >= 0, got {iw_samples}")
-    path = target / "checkpoint.pt" if target.is_dir() else target
+    from seqvae.run_dir import RunDir, atomic_write_json
     from seqvae.training import evaluate_run, load_checkpoint
+
+    path = RunDir(target).checkpoint if target.is_dir() else target
 
     try:
         model, cfg, vocab = load_checkpoint(path)
@@ -541,9 +555,8 @@ def eval_(
                                                       checkpoint=path if target.is_dir() else None)}
     result = {**cfg.component_names(), "seed": cfg.train.seed, **result, "collapsed": result["metrics"]["collapsed"], "status": "ok"}
     if target.is_dir():
-        k = result["metrics"].get("iw_samples", 0)
-        tag = "-bf16" if result["eval_precision"] == "bf16-mixed" else ""
-        (target / f"eval-{result['split']}-k{k}{tag}.json").write_text(json.dumps(result, indent=2))
+        atomic_write_json(RunDir(target).eval_record(result["split"], result["metrics"].get("iw_samples", 0),
+                                                     result["eval_precision"]), result)
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
@@ -585,8 +598,10 @@ def _decode_options(strategy: str, max_length: int, temperature: float, top_k: i
 
 def _load_run(target: Path, device: Any = None) -> tuple[Any, Any, Any]:
     """Model (on ``device``), config and vocabulary of a run folder or checkpoint; exit 2 on a bad file."""
-    path = target / "checkpoint.pt" if target.is_dir() else target
+    from seqvae.run_dir import RunDir
     from seqvae.training import load_checkpoint
+
+    path = RunDir(target).checkpoint if target.is_dir() else target
 
     try:
         model, cfg, vocab = load_checkpoint(path)

@@ -12,9 +12,11 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 API_MODULES = ["seqvae.interfaces", "seqvae.registry", "seqvae.config", "seqvae.model", "seqvae.composer",
-               "seqvae.training", "seqvae.metrics", "seqvae.generation", "seqvae.data.vocab", "seqvae.data.corpora",
+               "seqvae.training", "seqvae.training.system", "seqvae.training.checkpoint", "seqvae.training.callbacks",
+               "seqvae.training.recipes", "seqvae.training.run", "seqvae.run_dir", "seqvae.data.loading",
+               "seqvae.data.batch", "seqvae.component_config", "seqvae.metrics", "seqvae.generation", "seqvae.data.vocab", "seqvae.data.corpora",
                "seqvae.data.corpus", "seqvae.data.datamodule", "seqvae.bench.suites", "seqvae.bench.runner",
-               "seqvae.bench.plots", "seqvae.schema", "seqvae.testing"]
+               "seqvae.plots", "seqvae.schema", "seqvae.testing"]
 # a shape in einops letters (``b d``, ``... b``, ``k b d``) or the word "shape"
 SHAPE = re.compile(r"``[^`]*\b[bdtvkn]\b[^`]*``|\bshape\b|``[^`]*\.\.\.[^`]*``")
 

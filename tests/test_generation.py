@@ -245,7 +245,7 @@ def test_cli_generation_errors_exit_2(tmp_path, args, message):
 
 
 def test_runs_write_training_and_latent_plots(tmp_path):
-    from seqvae.bench.plots import read_curves
+    from seqvae.plots import read_curves
     from seqvae.training import run_experiment
 
     cfg = validate_experiment({

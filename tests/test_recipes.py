@@ -123,9 +123,9 @@ def test_a_recipe_without_validation_is_a_config_error(train):
 def test_without_a_progress_bar_training_logs_a_heartbeat_line(tmp_path, monkeypatch, caplog):
     import logging
 
-    import seqvae.training as T
+    import seqvae.training.run as R
 
-    monkeypatch.setattr(T, "HEARTBEAT_SECONDS", 0.0)  # every step
+    monkeypatch.setattr(R, "HEARTBEAT_SECONDS", 0.0)  # every step
     with caplog.at_level(logging.INFO, logger="seqvae.training"):
         run_experiment(_cfg(max_steps=5), tmp_path / "run")
     beats = [r.getMessage() for r in caplog.records if "tokens/s" in r.getMessage()]

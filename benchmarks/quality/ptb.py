@@ -45,6 +45,7 @@ from pathlib import Path
 from seqvae.bench.runner import finished_result
 from seqvae.bench.suites import suite_config
 from seqvae.config import validate_experiment
+from seqvae.run_dir import RunDir, atomic_write_json
 from seqvae.training import RunInterrupted, load_corpus, run_experiment
 
 ROWS = {
@@ -61,7 +62,7 @@ CONVERGED_ROWS = {
                        "regularizers": [{"kind": "free-bits", "threshold": 0.25, "mode": "dimension"}]},
     "aggressive": {"schedule": "constant", "strategy": "aggressive"},
 }
-ARTIFACTS = ("config.json", "trained.json", "result.json", "logs/metrics.csv")
+ARTIFACTS = RunDir.SMALL_ARTIFACTS
 
 # Published PTB test numbers (see shared/reference/verified-numbers.md for the sources and tags).
 PUBLISHED = [
@@ -146,13 +147,13 @@ def main(argv: list[str] | None = None) -> int:
 def keep_artifacts(run_dir: Path, dest: Path) -> None:
     """Copy a finished row's small files (never its checkpoints) to ``dest``, paths rewritten there."""
     for name in ARTIFACTS:
-        if name != "result.json" and (run_dir / name).exists():
+        if name != RunDir.RESULT and (run_dir / name).exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / name, dest / name)
-    result = json.loads((run_dir / "result.json").read_text())
+    result = json.loads(RunDir(run_dir).result_file.read_text())
     result["run_dir"] = str(dest)
     result.pop("plots", None)  # the plots stay in the run folder
-    (dest / "result.json").write_text(json.dumps(result, indent=2))
+    atomic_write_json(RunDir(dest).result_file, result)
 
 
 def _fmt(m: dict, key: str, spec: str) -> str:
@@ -305,7 +306,7 @@ def _val_curve(row: dict) -> list[float]:
     """Validation -ELBO per validation pass, from the run's ``logs/metrics.csv``."""
     import csv
 
-    path = Path(row.get("run_dir", "")) / "logs" / "metrics.csv"
+    path = RunDir(row.get("run_dir", "")).metrics_csv
     if not path.exists():
         return []
     with open(path, newline="") as fh:
@@ -315,7 +316,7 @@ def _val_curve(row: dict) -> list[float]:
 def _extra_evals(row: dict) -> list[dict]:
     """Results of ``seqvae eval`` runs on this row's checkpoint, ordered by split and K."""
     folder = Path(row.get("run_dir", ""))
-    found = [json.loads(p.read_text()) for p in sorted(folder.glob("eval-*-k*.json"))] if row.get("run_dir") else []
+    found = [json.loads(p.read_text()) for p in RunDir(folder).eval_records()] if row.get("run_dir") else []
     return sorted(found, key=lambda e: (e["split"], e["metrics"].get("iw_samples", 0)))
 
 
@@ -330,4 +331,8 @@ def _threads() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    try:
+        sys.exit(main())
+    except RunInterrupted as exc:  # SIGTERM: one line, and how to go on (the same command resumes)
+        print(f"stopped: {exc}; run the same command again to continue", file=sys.stderr)
+        sys.exit(143)

@@ -31,12 +31,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-import torch
 
 from seqvae.bench.runner import finished_result
 from seqvae.bench.suites import suite_config
 from seqvae.config import validate_experiment
-from seqvae.training import RESUME_FILE, RunInterrupted, load_corpus, run_experiment, same_config
+from seqvae.run_dir import RunDir
+from seqvae.training import RunInterrupted, load_corpus, run_experiment
 
 #: Per-suite settings of the remedies: free-bits floor per dimension, vMF kappa, VampPrior
 #: pseudo-input length, and the dilated-CNN decoder (on the synthetic data, whose sentences are 10
@@ -343,7 +343,7 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     running = [f"- `{n}`, at step {r['step']:,}: {json.dumps(r['strategy_state'])}" for n, r in rows.items()
                if r.get("status") == "in progress" and r.get("strategy_state")]
     if running:
-        lines += ["", f"The strategy state of the rows in progress (from their `{RESUME_FILE}`):", "", *running]
+        lines += ["", f"The strategy state of the rows in progress (from their `{RunDir.RESUME}`):", "", *running]
     lines += [
         "",
         "The direction column compares with the baseline row: `kl_up` rows must raise the KL by more than",
@@ -359,19 +359,20 @@ def _in_progress(run_dir: Path, cfg) -> dict | None:
     The step, the training seconds so far and the strategy's plain state (its optimizer state left
     out); None when there is no checkpoint of this config or it cannot be read.
     """
-    ckpt = run_dir / RESUME_FILE
-    if not (ckpt.exists() and same_config(run_dir, cfg, training_only=True)):
+    rd = RunDir(run_dir)
+    if not rd.same_config(cfg, training_only=True):
         return None
     try:
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-    except Exception as exc:  # a page is still worth writing; say why this row shows no progress
-        logging.warning("%s: cannot read its progress (%s: %s)", ckpt, type(exc).__name__, exc)
+        progress = rd.training_progress()
+    except ValueError as exc:  # a page is still worth writing; say why this row shows no progress
+        logging.warning("cannot read its progress: %s", exc)
         return None
-    ours = saved.get("seqvae", {})
-    plain = {k: _rounded(v) for k, v in ours.get("strategy", {}).items()
+    if progress is None:
+        return None
+    plain = {k: _rounded(v) for k, v in progress["strategy_state"].items()
              if v is None or isinstance(v, (bool, int, float, str, list))}
-    return {"status": "in progress", "step": int(saved["global_step"]),
-            "train_seconds": float(ours.get("train_seconds", 0.0)), "strategy_state": plain}
+    return {"status": "in progress", "step": progress["step"], "train_seconds": progress["train_seconds"],
+            "strategy_state": plain}
 
 
 def _rounded(value: Any) -> Any:
@@ -383,8 +384,8 @@ def _rounded(value: Any) -> Any:
 
 def _dates(rows: dict) -> str:
     """When the finished rows were measured: the day (or the first and last days) their result.json was written."""
-    days = sorted({time.strftime("%Y-%m-%d", time.gmtime((Path(r["run_dir"]) / "result.json").stat().st_mtime))
-                   for r in rows.values() if r.get("status") == "ok" and (Path(r["run_dir"]) / "result.json").exists()})
+    days = sorted({time.strftime("%Y-%m-%d", time.gmtime(RunDir(r["run_dir"]).result_file.stat().st_mtime))
+                   for r in rows.values() if r.get("status") == "ok" and RunDir(r["run_dir"]).is_finished()})
     if not days:
         return "(none yet)"
     return days[0] if len(days) == 1 else f"{days[0]} to {days[-1]}"

@@ -26,7 +26,7 @@ import sys
 import time
 from pathlib import Path
 
-from seqvae.bench.plots import read_curves
+from seqvae.plots import read_curves
 
 RATES = [0.25, 0.5, 0.75, 1.0]
 INTERPOLATE = ("the company said it expects to report a loss", "i do n't think it 's a good idea")

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from seqvae.config import ExperimentConfig
+from seqvae.run_dir import GRID_FILE, RESULTS_FILE, RunDir, atomic_write_json
 
 __all__ = ["GRID_FILE", "cell_name", "compare_metrics", "failed_row", "run_cell", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
            "write_grid"]
@@ -30,32 +31,15 @@ def dataset_key(cfg: ExperimentConfig) -> str:
 
 
 def finished_result(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
-    """The ``result.json`` of a finished run of ``cfg`` in ``run_dir``; None if absent, failed or another config.
-
-    The stored ``config.json`` is validated again with today's defaults before the comparison, so a
-    config field added later, whose default keeps the old behaviour, does not disown older runs.
-    """
-    from seqvae.training import same_config
-
-    run_dir = Path(run_dir)
-    try:
-        result = json.loads((run_dir / "result.json").read_text())
-    except (OSError, ValueError):
-        return None
-    if result.get("status") != "ok" or not same_config(run_dir, cfg):
-        return None
-    return result
-
-
-GRID_FILE = "grid.json"
+    """The ``result.json`` of a finished run of ``cfg`` in ``run_dir``; None if absent, failed or another config
+    (see :meth:`seqvae.run_dir.RunDir.finished_result`)."""
+    return RunDir(run_dir).finished_result(cfg)
 
 
 def write_grid(out_dir: Path, configs: list[ExperimentConfig]) -> None:
     """``out_dir/grid.json``: the resolved config of every cell, in order (atomic write)."""
-    tmp = out_dir / (GRID_FILE + ".tmp")
-    tmp.write_text(json.dumps({"format": "seqvae-grid/1", "cells": [c.model_dump(mode="json") for c in configs]},
-                              indent=1))
-    tmp.replace(out_dir / GRID_FILE)
+    atomic_write_json(out_dir / GRID_FILE,
+                      {"format": "seqvae-grid/1", "cells": [c.model_dump(mode="json") for c in configs]}, indent=1)
 
 
 def read_grid(out_dir: str | Path) -> list[ExperimentConfig]:
@@ -85,7 +69,7 @@ def load_corpora(
     Raises:
         seqvae.data.corpora.CorpusError: bad corpus input, naming the file and line.
     """
-    from seqvae.training import load_corpus
+    from seqvae.data.loading import load_corpus
 
     corpora = {} if corpora is None else corpora
     for cfg in configs:
@@ -183,11 +167,11 @@ def run_grid(
     if rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
         write_grid(out_dir, configs)
-        (out_dir / "results.jsonl").unlink(missing_ok=True)
+        (out_dir / RESULTS_FILE).unlink(missing_ok=True)
 
     def record(row: dict[str, Any]) -> None:
         if rank0:
-            with open(out_dir / "results.jsonl", "a", encoding="utf-8") as fh:
+            with open(out_dir / RESULTS_FILE, "a", encoding="utf-8") as fh:
                 fh.write(json.dumps(row) + "\n")
         if on_result:
             on_result(row)

@@ -75,6 +75,7 @@ class ValidationRecipe(L.Callback):
             self.stop(trainer, f"{self.bad} validations without a new best at step {step}")
 
     def stop(self, trainer: L.Trainer, why: str) -> None:
+        """End training after this step; the first reason given is the one recorded."""
         if self.stopped is None:
             self.stopped = why
         trainer.should_stop = True

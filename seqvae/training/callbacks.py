@@ -1,0 +1,84 @@
+"""Lightning callbacks of a run: the resumable training state and the heartbeat line."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import lightning as L
+
+from seqvae.run_dir import temporary_path
+from seqvae.training.system import TermMeans
+
+__all__ = ["Heartbeat", "ResumeCheckpoint"]
+
+log = logging.getLogger(__name__)
+
+
+class ResumeCheckpoint(L.Callback):
+    """Writes the full training state to ``path`` every ``every`` steps, atomically (temp file + rename).
+
+    A kill at any moment leaves either the previous complete checkpoint or the new one, never a torn
+    file. After a SIGTERM the state of the step that just finished is written too, so a pre-empted
+    run loses nothing. At a step that also validates (``val_every``), the state is written after the
+    validation, so that a resume does not skip it.
+    """
+
+    def __init__(self, path: Path, every: int | None, val_every: int | None = None):
+        self.path, self.every, self.val_every = Path(path), every, val_every
+        self._after_validation = False
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        step = trainer.global_step
+        due = bool(self.every) and step % self.every == 0
+        if (due or trainer.received_sigterm) and step < (trainer.max_steps or 0):
+            if due and not trainer.received_sigterm and self.val_every and step % self.val_every == 0:
+                self._after_validation = True
+                return
+            self._save(trainer)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._after_validation:
+            self._after_validation = False
+            self._save(trainer)
+
+    def _save(self, trainer: L.Trainer) -> None:
+        tmp = temporary_path(self.path)
+        trainer.save_checkpoint(tmp)  # every process calls it; global rank 0 writes
+        if trainer.is_global_zero:
+            tmp.replace(self.path)
+
+
+class Heartbeat(L.Callback):
+    """Without a progress bar (no terminal, CI, a batch job): one log line every ``every`` seconds.
+
+    The line gives the step, the mean loss, reconstruction and KL of the steps since the last line,
+    and the training tokens per second over that time, so a long run is never silent.
+    """
+
+    def __init__(self, every: float = 60.0):
+        self.every = every
+        self._last = time.perf_counter()
+        self._tokens: int | None = None  # tokens seen when the last line was written (None: not started)
+        self._terms = TermMeans()
+
+    def on_train_batch_start(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if self._tokens is None:  # the first step of this process (a resumed run starts with its count)
+            self._last, self._tokens = time.perf_counter(), int(pl_module.tokens_seen)
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
+        if not trainer.is_global_zero or pl_module._last_terms is None or self._tokens is None:
+            return
+        names, values = pl_module._last_terms
+        self._terms.add(values)
+        now = time.perf_counter()
+        if now - self._last < self.every and trainer.global_step < (trainer.max_steps or 0):
+            return
+        tokens = int(pl_module.tokens_seen)
+        mean = dict(zip(names, self._terms.take().tolist()))
+        log.info("step %d/%d: loss %.3f, rec %.3f, kl %.3f, %.0f tokens/s", trainer.global_step, trainer.max_steps,
+                 mean.get("loss", float("nan")), mean.get("rec", float("nan")), mean.get("kl", float("nan")),
+                 (tokens - self._tokens) / max(now - self._last, 1e-9))
+        self._last, self._tokens = now, tokens
