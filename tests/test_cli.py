@@ -86,6 +86,7 @@ def test_malformed_yaml_exits_2_with_line(tmp_path):
     assert res.exit_code == 2 and "exp.yaml:" in res.output and "malformed YAML" in res.output
 
 
+@pytest.mark.slow
 def test_two_by_two_grid_gives_four_rows(tmp_path):
     out = tmp_path / "grid"
     res = runner.invoke(app, ["bench", "--decoder", "lstm", "--decoder", "gru", "--schedule", "sigmoid",
@@ -111,6 +112,7 @@ def test_two_by_two_grid_gives_four_rows(tmp_path):
     assert res.exit_code == 2 and "--overwrite" in res.output
 
 
+@pytest.mark.slow
 def test_regularizer_and_seed_axes_and_table(tmp_path):
     res = runner.invoke(app, ["bench", "--regularizer", "none", "--regularizer", "word-dropout+free-bits",
                               "--seed", "1", "--seed", "2", "--out", str(tmp_path / "g"), *FAST])
@@ -119,6 +121,7 @@ def test_regularizer_and_seed_axes_and_table(tmp_path):
     assert "Collapse verdict: collapsed if AU == 0" in res.stdout
 
 
+@pytest.mark.slow
 def test_failing_cell_is_recorded_and_grid_goes_on(tmp_path, fresh_registries):
     from seqvae.components.schedules.constant import ConstantSchedule
     from seqvae.registry import get_registry
@@ -276,6 +279,7 @@ def test_set_overrides_reach_into_the_grid_axes():
     assert res.exit_code == 2 and "regularizers.0.rate=0.6" in res.output  # nothing to set: said, not ignored
 
 
+@pytest.mark.slow
 def test_parallel_cells_give_the_same_rows_as_one_at_a_time(tmp_path):
     """``--parallel 2``: two worker processes share the cores; the rows (and numbers) are those of the serial grid."""
     grid = ["--schedule", "constant", "--schedule", "sigmoid", *FAST]

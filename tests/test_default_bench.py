@@ -6,11 +6,13 @@ from __future__ import annotations
 import json
 import math
 
+import pytest
 from typer.testing import CliRunner
 
 from seqvae.cli import app
 
 
+@pytest.mark.slow
 def test_default_bench_lstm_sigmoid_learns_a_used_latent(tmp_path):
     res = CliRunner().invoke(app, ["bench", "--decoder", "lstm", "--schedule", "sigmoid", "--json",
                                    "--out", str(tmp_path / "b")])

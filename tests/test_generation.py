@@ -133,6 +133,7 @@ def _checkpoint(tmp_path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_checkpoint_loads_in_a_fresh_process_from_the_file_alone(tmp_path):
     path = _checkpoint(tmp_path)
     model, _, vocab = load_checkpoint(path)
@@ -193,6 +194,7 @@ def test_truncated_and_foreign_checkpoints_and_missing_plugins_are_clear_errors(
 # ------------------------------------------------------------------------------ CLI
 
 
+@pytest.mark.slow
 def test_cli_generation_commands(tmp_path):
     run = tmp_path / "run"
     run.mkdir()

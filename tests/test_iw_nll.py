@@ -43,6 +43,7 @@ def test_iw_converges_to_the_exact_likelihood(setup):
     torch.testing.assert_close(est, exact, atol=0.02, rtol=0)
 
 
+@pytest.mark.slow
 def test_iw_is_below_the_elbo_and_tightens_with_k(setup):
     model, batch, exact = setup
     g = torch.Generator().manual_seed(1)

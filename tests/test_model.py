@@ -111,6 +111,7 @@ def test_evaluate_counts_tokens_and_is_reproducible():
     assert model.training  # evaluate restores the mode
 
 
+@pytest.mark.slow
 def test_short_training_run_learns_and_writes_its_folder(tmp_path):
     from seqvae.training import load_checkpoint, run_experiment
 

@@ -44,6 +44,7 @@ def _listing(res: subprocess.CompletedProcess) -> dict[str, dict]:
     return {e["name"]: e for e in json.loads(res.stdout)}
 
 
+@pytest.mark.slow
 def test_installed_plugin_is_listed_and_runs_in_bench(site: Path, tmp_path: Path) -> None:
     listed = _listing(_seqvae(["plugins", "list", "--kind", "decoder", "--json", "--check"], site, tmp_path))
     entry = listed["transformer"]
@@ -59,6 +60,7 @@ def test_installed_plugin_is_listed_and_runs_in_bench(site: Path, tmp_path: Path
     assert row["metrics"]["neg_elbo"] > 0
 
 
+@pytest.mark.slow
 def test_plugin_passes_its_own_conformance_tests(site: Path, tmp_path: Path) -> None:
     env = {**os.environ, "PYTHONPATH": str(site), "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(PLUGIN / "tests")],
@@ -67,6 +69,7 @@ def test_plugin_passes_its_own_conformance_tests(site: Path, tmp_path: Path) -> 
     assert "3 passed" in res.stdout
 
 
+@pytest.mark.slow
 def test_uninstalled_plugin_disappears_and_a_broken_one_does_not_stop_seqvae(site: Path, tmp_path: Path) -> None:
     gone = _listing(_seqvae(["plugins", "list", "--kind", "decoder", "--json"], None, tmp_path))
     assert "transformer" not in gone and {"lstm", "gru"} <= set(gone)
@@ -83,6 +86,7 @@ def test_uninstalled_plugin_disappears_and_a_broken_one_does_not_stop_seqvae(sit
     assert res.returncode == 2 and "seqvae-transformer" in res.stderr and "simulated broken plugin" in res.stderr
 
 
+@pytest.mark.slow
 def test_the_writing_a_plugin_guide_builds_a_working_package(tmp_path: Path) -> None:
     """The package assembled only from the guide's code blocks installs, conforms and trains."""
     import re

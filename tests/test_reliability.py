@@ -111,6 +111,7 @@ def straight_cli_run(tmp_path_factory) -> tuple[Path, dict]:
     return cfg, json.loads(res.stdout)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
 def test_a_killed_cli_run_resumes_to_the_metrics_of_a_straight_run(tmp_path, straight_cli_run, sig):
     """The real thing: ``seqvae train`` is killed mid-run and ``seqvae train --resume`` finishes it.
@@ -239,6 +240,7 @@ def test_a_malicious_yaml_config_is_refused_without_running_it(tmp_path):
     assert not marker.exists() and not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_two_process_ddp_matches_one_process_with_the_same_global_batch(tmp_path):
     """``--devices 2`` on CPU (DDP over gloo): each process takes half of every global batch and the
     gradients are averaged, so the run sees the same tokens and ends near the one-process run."""
