@@ -265,7 +265,7 @@ def bench(
             raw.setdefault("eval", {})["iw_samples"] = iw_samples
         _batch(raw, batch_size, scale_lr)
         _hardware(raw, accelerator, devices, num_nodes, distributed, precision)
-        from seqvae.composer import expand_grid
+        from seqvae.bench.grid import expand_grid
 
         axes = {"encoder": encoder, "decoder": decoder, "prior": prior, "schedule": schedule,
                 "regularizers": _regularizer_axis(regularizer) if regularizer else None, "strategy": strategy,

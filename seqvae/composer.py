@@ -1,9 +1,7 @@
-"""From a validated config to a model, and from CLI axes to a grid of configs."""
+"""From a validated config to a model (the grid of configs is :mod:`seqvae.bench.grid`'s)."""
 
 from __future__ import annotations
 
-import itertools
-from collections.abc import Sequence
 from typing import Any
 
 from torch import nn
@@ -14,7 +12,7 @@ from seqvae.interfaces import BuildContext
 from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 
-__all__ = ["GRID_AXES", "build_context", "build_model", "component_provenance", "expand_grid", "uniform_init"]
+__all__ = ["build_context", "build_model", "component_provenance", "uniform_init"]
 
 
 def build_context(cfg: ExperimentConfig, vocab: Vocab) -> BuildContext:
@@ -74,59 +72,6 @@ def uniform_init(module: nn.Module, init_range: float, embed_init_range: float) 
 def component_provenance(cfg: ExperimentConfig) -> dict[str, str]:
     """Each component name used by ``cfg`` mapped to ``package==version`` of its provider."""
     out: dict[str, str] = {}
-    slots = [("encoder", cfg.encoder), ("decoder", cfg.decoder), ("prior", cfg.prior),
-             ("schedule", cfg.schedule), ("strategy", cfg.strategy), ("dataset", cfg.data.dataset)]
-    slots += [("regularizer", r) for r in cfg.regularizers]
-    for kind, spec in slots:
+    for _, kind, spec in cfg.components():
         out[f"{kind}:{spec.kind}"] = get_registry(kind).provenance(spec.kind)
     return out
-
-
-#: CLI axis -> where in the raw config it lands.
-GRID_AXES = {
-    "encoder": ("encoder",),
-    "decoder": ("decoder",),
-    "prior": ("prior",),
-    "schedule": ("schedule",),
-    "regularizers": ("regularizers",),
-    "strategy": ("strategy",),
-    "seed": ("train", "seed"),
-    "dataset": ("data", "dataset"),
-}
-
-
-def expand_grid(base: dict[str, Any], axes: dict[str, Sequence[Any]]) -> list[dict[str, Any]]:
-    """Cartesian product of ``axes`` (name -> values) applied on top of the raw config ``base``.
-
-    An axis with no values keeps the base value. Component values keep the base's parameters when
-    the base names the same component (``--set decoder.num_layers=2 --decoder lstm``).
-    """
-    names = [n for n in GRID_AXES if axes.get(n)]
-    cells = []
-    for combo in itertools.product(*(list(axes[n]) for n in names)):
-        raw = _copy(base)
-        for name, value in zip(names, combo):
-            *parents, leaf = GRID_AXES[name]
-            node = raw
-            for p in parents:
-                node = node.setdefault(p, {})
-            node[leaf] = _merge_component(node.get(leaf), value)
-        cells.append(raw)
-    return cells
-
-
-def _merge_component(old: Any, new: Any) -> Any:
-    if isinstance(new, str) and isinstance(old, dict) and old.get("kind") == new:
-        return old
-    if isinstance(new, list) and isinstance(old, list):
-        olds = {o.get("kind"): o for o in old if isinstance(o, dict)}
-        return [olds.get(n, n) if isinstance(n, str) else n for n in new]
-    return new
-
-
-def _copy(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _copy(v) for k, v in x.items()}
-    if isinstance(x, list):
-        return [_copy(v) for v in x]
-    return x

@@ -28,6 +28,7 @@ from seqvae.component_config import ComponentConfig
 from seqvae.registry import RegistryError, get_registry
 
 __all__ = [
+    "SLOTS",
     "ComponentConfig",
     "ConfigError",
     "DataConfig",
@@ -41,6 +42,12 @@ __all__ = [
     "load_config_file",
     "validate_experiment",
 ]
+
+
+#: Where each component sits in an :class:`ExperimentConfig` -> its registry kind. The one table of
+#: slots: the config's checks, provenance, the JSON Schema and the catalogue all read it.
+SLOTS: dict[str, str] = {"encoder": "encoder", "decoder": "decoder", "prior": "prior", "schedule": "schedule",
+                         "regularizers": "regularizer", "strategy": "strategy", "data.dataset": "dataset"}
 
 
 class ConfigError(ValueError):
@@ -231,15 +238,31 @@ class ExperimentConfig(_Strict):
                 "language-model baseline needs both 'none', a VAE needs neither"
             )
         problems = []
-        slots = [(slot, slot, getattr(self, slot)) for slot in ("encoder", "decoder", "prior", "schedule", "strategy")]
-        slots += [(f"regularizers.{i}", "regularizer", r) for i, r in enumerate(self.regularizers)]
-        for label, kind, spec in slots:
+        for label, kind, spec in self.components():
+            if kind == "dataset":
+                continue
             why = get_registry(kind).get(spec.kind).compatibility(spec, self)
             if why:
                 problems.append(f"{label} ({spec.kind}): {why}")
         if problems:
             raise ValueError("; ".join(problems))
         return self
+
+    def components(self) -> list[tuple[str, str, ComponentConfig]]:
+        """(path, registry kind, config) of every component, in :data:`SLOTS` order.
+
+        The path is where the component sits in the config: ``decoder``, ``regularizers.0``, ``data.dataset``.
+        """
+        out = []
+        for slot, kind in SLOTS.items():
+            value: Any = self
+            for part in slot.split("."):
+                value = getattr(value, part)
+            if isinstance(value, (list, tuple)):
+                out += [(f"{slot}.{i}", kind, spec) for i, spec in enumerate(value)]
+            else:
+                out.append((slot, kind, value))
+        return out
 
     def component_class(self, slot: str) -> type:
         """The registered class in ``slot`` (encoder, decoder, prior, schedule or strategy)."""

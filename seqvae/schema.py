@@ -8,13 +8,14 @@ from __future__ import annotations
 
 from typing import Any
 
+from seqvae.config import SLOTS as CONFIG_SLOTS
+from seqvae.config import ExperimentConfig
 from seqvae.registry import KINDS, get_registry
 
 __all__ = ["SLOTS", "catalogue_markdown", "component_info", "experiment_schema", "field_rows"]
 
-#: ExperimentConfig slot -> registry kind (``regularizers`` is a list of them; the dataset is nested in data).
-SLOTS = {"encoder": "encoder", "decoder": "decoder", "prior": "prior", "schedule": "schedule",
-         "regularizers": "regularizer", "strategy": "strategy"}
+#: ExperimentConfig top-level slot -> registry kind (the config's table less the dataset, which sits in data).
+SLOTS = {slot: kind for slot, kind in CONFIG_SLOTS.items() if "." not in slot}
 
 _CONSTRAINTS = [("minimum", ">="), ("exclusiveMinimum", ">"), ("maximum", "<="), ("exclusiveMaximum", "<")]
 
@@ -99,8 +100,6 @@ def _component_schemas(kind: str, defs: dict[str, Any]) -> dict[str, Any]:
 
 def experiment_schema() -> dict[str, Any]:
     """JSON Schema (draft 2020-12) of the experiment config, with every installed component's fields."""
-    from seqvae.config import ExperimentConfig
-
     schema = ExperimentConfig.model_json_schema(ref_template="#/$defs/{model}")
     defs = schema.setdefault("$defs", {})
     props = schema["properties"]

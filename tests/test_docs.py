@@ -15,7 +15,7 @@ API_MODULES = ["seqvae.interfaces", "seqvae.registry", "seqvae.config", "seqvae.
                "seqvae.training", "seqvae.training.system", "seqvae.training.checkpoint", "seqvae.training.callbacks",
                "seqvae.training.recipes", "seqvae.training.run", "seqvae.run_dir", "seqvae.data.loading",
                "seqvae.data.batch", "seqvae.component_config", "seqvae.metrics", "seqvae.generation", "seqvae.data.vocab", "seqvae.data.corpora",
-               "seqvae.data.corpus", "seqvae.data.datamodule", "seqvae.bench.suites", "seqvae.bench.runner",
+               "seqvae.data.corpus", "seqvae.data.datamodule", "seqvae.bench.suites", "seqvae.bench.runner", "seqvae.bench.grid",
                "seqvae.plots", "seqvae.schema", "seqvae.testing"]
 # a shape in einops letters (``b d``, ``... b``, ``k b d``) or the word "shape"
 SHAPE = re.compile(r"``[^`]*\b[bdtvkn]\b[^`]*``|\bshape\b|``[^`]*\.\.\.[^`]*``")
