@@ -45,7 +45,7 @@ __all__ = [
     "words",
 ]
 
-Strategy = Literal["greedy", "sample", "top-k", "top-p", "beam"]
+DecodeMode = Literal["greedy", "sample", "top-k", "top-p", "beam"]
 
 
 class DecodeConfig(BaseModel):
@@ -53,7 +53,7 @@ class DecodeConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    strategy: Strategy = Field("greedy", description="greedy, sample, top-k, top-p or beam.")
+    mode: DecodeMode = Field("greedy", description="greedy, sample, top-k, top-p or beam (the --decode flag).")
     max_length: int = Field(50, ge=1, le=10_000, description="Most tokens per sentence, <eos> included.")
     temperature: float = Field(1.0, gt=0.0, description="Softmax temperature of the sampling strategies.")
     top_k: int = Field(10, ge=1, description="Words kept by top-k sampling.")
@@ -109,14 +109,14 @@ def _banned(logits: Tensor, model: SequenceVAE) -> Tensor:
 
 def _choose(logits: Tensor, cfg: DecodeConfig, generator: torch.Generator | None) -> Tensor:
     """Next word ``b`` from ``logits: b v`` for the greedy and sampling strategies."""
-    if cfg.strategy == "greedy":
+    if cfg.mode == "greedy":
         return logits.argmax(-1)
     logits = logits / cfg.temperature
-    if cfg.strategy == "top-k":
+    if cfg.mode == "top-k":
         k = min(cfg.top_k, logits.shape[-1])
         kth = logits.topk(k, dim=-1).values[:, -1:]  # b 1
         logits = logits.masked_fill(logits < kth, float("-inf"))
-    elif cfg.strategy == "top-p":
+    elif cfg.mode == "top-p":
         sorted_logits, order = logits.sort(dim=-1, descending=True)
         probs = sorted_logits.softmax(-1)
         before = probs.cumsum(-1) - probs  # mass of the words ranked above each word
@@ -136,7 +136,7 @@ def decode(
     was_training = model.training
     model.eval()
     try:
-        if cfg.strategy == "beam":
+        if cfg.mode == "beam":
             return _beam(model, z, cfg)
         return _stepwise(model, z, cfg, generator)
     finally:

@@ -35,11 +35,11 @@ runner = CliRunner()
 VOCAB = Vocab([*SPECIALS, "the", "cat", "dog", "sat", "ran", "on", "mat", "a"])
 TINY = {"model": {"latent_dim": 3, "embed_dim": 8, "hidden_size": 12}}
 STRATEGIES = [
-    DecodeConfig(strategy="greedy"),
-    DecodeConfig(strategy="sample", temperature=1.3),
-    DecodeConfig(strategy="top-k", top_k=3),
-    DecodeConfig(strategy="top-p", top_p=0.7),
-    DecodeConfig(strategy="beam", beam_width=3),
+    DecodeConfig(mode="greedy"),
+    DecodeConfig(mode="sample", temperature=1.3),
+    DecodeConfig(mode="top-k", top_k=3),
+    DecodeConfig(mode="top-p", top_p=0.7),
+    DecodeConfig(mode="beam", beam_width=3),
 ]
 
 
@@ -48,7 +48,7 @@ def tiny(decoder="lstm", seed=0, **raw):
     return build_model(validate_experiment({**TINY, "decoder": decoder, **raw}), VOCAB).eval()
 
 
-@pytest.mark.parametrize("cfg", STRATEGIES, ids=[c.strategy for c in STRATEGIES])
+@pytest.mark.parametrize("cfg", STRATEGIES, ids=[c.mode for c in STRATEGIES])
 @pytest.mark.parametrize("decoder", ["lstm", "gru", "dilated-cnn"])
 def test_every_strategy_is_deterministic_under_a_seed(cfg, decoder):
     model = tiny(decoder)
@@ -64,12 +64,12 @@ def test_every_strategy_is_deterministic_under_a_seed(cfg, decoder):
 def test_sampling_strategies_differ_across_seeds_and_greedy_equivalents():
     model = tiny(seed=1)
     z = torch.randn(16, 3, generator=torch.Generator().manual_seed(0))
-    greedy = decode(model, z, DecodeConfig(strategy="greedy"))
-    a = decode(model, z, DecodeConfig(strategy="sample"), torch.Generator().manual_seed(1))
-    b = decode(model, z, DecodeConfig(strategy="sample"), torch.Generator().manual_seed(2))
+    greedy = decode(model, z, DecodeConfig(mode="greedy"))
+    a = decode(model, z, DecodeConfig(mode="sample"), torch.Generator().manual_seed(1))
+    b = decode(model, z, DecodeConfig(mode="sample"), torch.Generator().manual_seed(2))
     assert a != b  # sampling really samples
-    assert decode(model, z, DecodeConfig(strategy="top-k", top_k=1), torch.Generator().manual_seed(5)) == greedy
-    assert decode(model, z, DecodeConfig(strategy="top-p", top_p=1e-6), torch.Generator().manual_seed(5)) == greedy
+    assert decode(model, z, DecodeConfig(mode="top-k", top_k=1), torch.Generator().manual_seed(5)) == greedy
+    assert decode(model, z, DecodeConfig(mode="top-p", top_p=1e-6), torch.Generator().manual_seed(5)) == greedy
 
 
 @pytest.mark.parametrize("decoder", ["lstm", "gru", "dilated-cnn"])
@@ -77,8 +77,8 @@ def test_beam_width_one_equals_greedy(decoder):
     model = tiny(decoder, seed=2)
     z = torch.randn(12, 3, generator=torch.Generator().manual_seed(4))
     for max_length in (3, 50):
-        greedy = decode(model, z, DecodeConfig(strategy="greedy", max_length=max_length))
-        beam = decode(model, z, DecodeConfig(strategy="beam", beam_width=1, max_length=max_length))
+        greedy = decode(model, z, DecodeConfig(mode="greedy", max_length=max_length))
+        beam = decode(model, z, DecodeConfig(mode="beam", beam_width=1, max_length=max_length))
         assert beam == greedy
 
 
@@ -95,7 +95,7 @@ def test_wide_beam_finds_the_most_likely_sentence_by_brute_force():
         for i in range(2):
             logp = -model.reconstruction_nll(batch, z[i].expand(len(cands), -1))
             best.append(cands[int(logp.argmax())])
-    found = decode(model, z, DecodeConfig(strategy="beam", beam_width=40, max_length=3, length_penalty=0.0))
+    found = decode(model, z, DecodeConfig(mode="beam", beam_width=40, max_length=3, length_penalty=0.0))
     assert found == best
 
 
@@ -138,10 +138,10 @@ def test_checkpoint_loads_in_a_fresh_process_from_the_file_alone(tmp_path):
     path = _checkpoint(tmp_path)
     model, _, vocab = load_checkpoint(path)
     z = torch.tensor([[0.5, -1.0, 2.0]])
-    here = decode(model, z, DecodeConfig(strategy="beam", beam_width=2))
+    here = decode(model, z, DecodeConfig(mode="beam", beam_width=2))
     code = ("import json, torch; from seqvae.training import load_checkpoint; from seqvae.generation import "
             "decode, DecodeConfig; m, c, v = load_checkpoint(r'%s'); "
-            "print(json.dumps(decode(m, torch.tensor([[0.5, -1.0, 2.0]]), DecodeConfig(strategy='beam', beam_width=2))))"
+            "print(json.dumps(decode(m, torch.tensor([[0.5, -1.0, 2.0]]), DecodeConfig(mode='beam', beam_width=2))))"
             % path)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=tmp_path, env=env, timeout=300)
@@ -199,7 +199,7 @@ def test_cli_generation_commands(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     _checkpoint(run)
-    args = ["--strategy", "top-k", "--top-k", "3", "--seed", "9", "--json"]
+    args = ["--decode", "top-k", "--top-k", "3", "--seed", "9", "--json"]
     first = runner.invoke(app, ["sample", str(run), "-n", "4", *args])
     again = runner.invoke(app, ["sample", str(run), "-n", "4", *args])
     assert first.exit_code == 0, first.output
@@ -224,7 +224,7 @@ def test_cli_generation_commands(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["sample", "{run}", "--strategy", "nucleus"], "--strategy: Input should be"),
+    (["sample", "{run}", "--decode", "nucleus"], "--decode: Input should be"),
     (["sample", "{run}", "--top-p", "1.5"], "--top-p: Input should be less than or equal to 1"),
     (["sample", "{run}", "-n", "0"], "-n must be >= 1"),
     (["sample", "{missing}"], "checkpoint not found"),

@@ -58,9 +58,9 @@ def main(argv: list[str] | None = None) -> int:
     inputs.write_text("\n".join(line.strip() for line in test_lines[100:105]) + "\n")
     commands = [
         ("Samples from the prior, greedy decoding", ["sample", str(run_dir), "-n", "6"]),
-        ("Samples, nucleus sampling (top-p 0.9, seed 1)", ["sample", str(run_dir), "-n", "6", "--strategy", "top-p",
+        ("Samples, nucleus sampling (top-p 0.9, seed 1)", ["sample", str(run_dir), "-n", "6", "--decode", "top-p",
                                                            "--top-p", "0.9", "--seed", "1"]),
-        ("Samples, beam search (width 5)", ["sample", str(run_dir), "-n", "6", "--strategy", "beam"]),
+        ("Samples, beam search (width 5)", ["sample", str(run_dir), "-n", "6", "--decode", "beam"]),
         ("Reconstructions of PTB test sentences 101-105 (z = posterior mean, greedy)",
          ["reconstruct", str(run_dir), "--input", str(inputs)]),
         ("Interpolation between two sentences (8 steps, greedy)",

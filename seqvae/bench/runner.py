@@ -11,8 +11,8 @@ from typing import Any, Callable
 from seqvae.config import ExperimentConfig
 from seqvae.run_dir import GRID_FILE, RESULTS_FILE, RunDir, atomic_write_json
 
-__all__ = ["GRID_FILE", "cell_name", "compare_metrics", "failed_row", "run_cell", "dataset_key", "finished_result", "load_corpora", "read_grid", "run_grid",
-           "write_grid"]
+__all__ = ["GRID_FILE", "cell_name", "compare_metrics", "dataset_key", "failed_row", "finished_result", "load_corpora",
+           "read_grid", "rerun", "run_cell", "run_grid", "write_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,26 @@ def compare_metrics(a: dict[str, Any], b: dict[str, Any], rel: float = 1e-9) -> 
         if not same:
             diffs.append({"metric": key, "original": x, "rerun": y})
     return diffs
+
+
+def rerun(run_dir: RunDir | str | Path, target: str | Path, *, cache_dir: str | Path | None = None,
+          progress: bool = False, corpus: Any = None) -> dict[str, Any]:
+    """Train a finished run's own config again into ``target`` and compare every metric with its ``result.json``.
+
+    Returns ``{"original", "rerun", "reproduced", "differences", "compared"}`` (``compared``: the
+    numeric metrics checked). Raises ``ValueError`` when ``run_dir`` holds no finished run.
+    """
+    from seqvae.training import run_experiment
+
+    rd = run_dir if isinstance(run_dir, RunDir) else RunDir(run_dir)
+    original = rd.read_result()
+    if original is None:
+        raise ValueError(f"{rd.path}: not a finished seqvae run (no readable {rd.RESULT})")
+    again = run_experiment(rd.read_config(), target, cache_dir=cache_dir, progress=progress, corpus=corpus)
+    diffs = compare_metrics(original.get("metrics") or {}, again["metrics"])
+    compared = sum(1 for v in again["metrics"].values() if isinstance(v, (int, float)) and not isinstance(v, bool))
+    return {"original": str(rd.path), "rerun": str(target), "reproduced": not diffs, "differences": diffs,
+            "compared": compared}
 
 
 def failed_row(cfg: ExperimentConfig, run_dir: Path, exc: BaseException) -> dict[str, Any]:

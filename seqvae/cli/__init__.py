@@ -1,0 +1,24 @@
+"""The ``seqvae`` command. Thin: it parses, calls the library and prints.
+
+One module per command group: :mod:`~seqvae.cli.bench` (``bench``), :mod:`~seqvae.cli.run`
+(``train``, ``eval``), :mod:`~seqvae.cli.generate` (``sample``, ``reconstruct``, ``interpolate``,
+``attribute``) and :mod:`~seqvae.cli.info` (``plugins``, ``config``); :mod:`~seqvae.cli._common`
+holds the app and what they share. Importing it (``seqvae --help``, ``seqvae plugins list``) does
+not import torch.
+"""
+
+from __future__ import annotations
+
+from seqvae.cli import bench, generate, info, run  # noqa: F401  (each registers its commands on app)
+from seqvae.cli._common import app
+
+__all__ = ["app", "main"]
+
+
+def main() -> None:
+    """Console-script entry point."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""What every ``seqvae`` command shares: the app, the consoles, the one-line errors, the common options.
+
+Importing the CLI (``seqvae --help``, ``seqvae plugins list``) does not import torch: heavy imports
+happen inside the commands.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+from rich.console import Console
+
+from seqvae.config import apply_overrides, load_config_file
+
+app = typer.Typer(
+    name="seqvae",
+    help="Sequence VAEs and the posterior-collapse benchmarks.",
+    no_args_is_help=True,
+    rich_markup_mode="rich",
+    pretty_exceptions_show_locals=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            sys.stdout.write(f"seqvae {version('seqvae')}\n")
+        except PackageNotFoundError:  # run from a source tree that is not installed
+            sys.stdout.write("seqvae (not installed)\n")
+        raise typer.Exit(0)
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[bool, typer.Option("--version", help="Print seqvae's version and exit.",
+                                               callback=_version, is_eager=True)] = False,
+) -> None:
+    """Sequence VAEs and the posterior-collapse benchmarks."""
+
+
+plugins_app = typer.Typer(help="Registered components (built-ins and plugins).", no_args_is_help=True)
+app.add_typer(plugins_app, name="plugins")
+config_app = typer.Typer(help="The experiment config: its JSON Schema.", no_args_is_help=True)
+app.add_typer(config_app, name="config")
+
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True)
+log = logging.getLogger("seqvae")
+
+COMPONENTS = "Components (repeat a flag to add a grid axis)"
+HARDWARE = "Hardware"
+AcceleratorOpt = Annotated[Optional[str], typer.Option("--accelerator", help="cpu, gpu or auto (CUDA when present).", rich_help_panel=HARDWARE)]
+DevicesOpt = Annotated[Optional[int], typer.Option("--devices", help="Devices (processes) per node; the global batch is split between them.", rich_help_panel=HARDWARE)]
+NodesOpt = Annotated[Optional[int], typer.Option("--num-nodes", help="Nodes of a multi-node run (launched by torchrun or SLURM).", rich_help_panel=HARDWARE)]
+DistOpt = Annotated[Optional[str], typer.Option("--distributed", help="Lightning strategy for several devices: ddp (default), ddp_spawn, ddp_fork.", rich_help_panel=HARDWARE)]
+PrecisionOpt = Annotated[Optional[str], typer.Option("--precision", help="32-true or bf16-mixed.", rich_help_panel=HARDWARE)]
+
+
+def _hardware(raw: dict[str, Any], accelerator: Optional[str], devices: Optional[int], num_nodes: Optional[int],
+              distributed: Optional[str], precision: Optional[str]) -> None:
+    """Put the hardware flags into ``raw['train']`` (validated with the rest of the config)."""
+    for key, value in (("accelerator", accelerator), ("devices", devices), ("num_nodes", num_nodes),
+                       ("distributed", distributed), ("precision", precision)):
+        if value is not None:
+            raw.setdefault("train", {})[key] = value
+TRAINING = "Training"
+OUTPUT = "Output"
+BatchOpt = Annotated[Optional[int], typer.Option(
+    "--batch-size", help="Training sentences per batch (sets data.batch_size; the learning rate stays as it is unless --scale-lr).",
+    rich_help_panel=TRAINING)]
+ScaleLrOpt = Annotated[Optional[str], typer.Option(
+    "--scale-lr", help="With --batch-size N: scale train.lr by N/B (linear) or sqrt(N/B) (sqrt), B the config's batch size.",
+    rich_help_panel=TRAINING)]
+LR_SCALING = {"linear": 1.0, "sqrt": 0.5}
+
+
+def _batch(raw: dict[str, Any], batch_size: Optional[int], scale_lr: Optional[str]) -> None:
+    """Put ``--batch-size`` into ``raw`` and, with ``--scale-lr``, scale the learning rate to match.
+
+    Nothing is scaled unless asked: a bigger batch at the same learning rate is a different
+    optimisation, and which scaling rule is right depends on the optimizer, so the user chooses.
+    """
+    if scale_lr is not None and scale_lr not in LR_SCALING:
+        _fail(f"--scale-lr must be linear or sqrt, got '{scale_lr}'")
+    if batch_size is None:
+        if scale_lr is not None:
+            _fail("--scale-lr scales the learning rate to a new --batch-size; give --batch-size too")
+        return
+    if batch_size < 1:
+        _fail(f"--batch-size must be >= 1, got {batch_size}")
+    from seqvae.config import DataConfig, TrainConfig
+
+    data, train_ = raw.setdefault("data", {}), raw.setdefault("train", {})
+    base = data.get("batch_size", DataConfig.model_fields["batch_size"].default)
+    data["batch_size"] = batch_size
+    if scale_lr is not None:
+        lr = train_.get("lr", TrainConfig.model_fields["lr"].default)
+        if not isinstance(base, int) or isinstance(base, bool) or base < 1 or not isinstance(lr, (int, float)):
+            _fail(f"--scale-lr: the config's data.batch_size ({base!r}) and train.lr ({lr!r}) must be numbers")
+        train_["lr"] = lr * (batch_size / base) ** LR_SCALING[scale_lr]
+        log.info("batch %d -> %d: lr %.4g -> %.4g (%s scaling)", base, batch_size, lr, train_["lr"], scale_lr)
+EvalPrecisionOpt = Annotated[Optional[str], typer.Option(
+    "--precision", help="32-true (default) or bf16-mixed: evaluate under bf16 autocast (float32 reductions).",
+    rich_help_panel=HARDWARE)]
+
+
+def _one_device(accelerator: Optional[str], devices: Optional[int]) -> Any:
+    """The torch device that ``--accelerator/--devices`` name for evaluation and generation (one process).
+
+    Checked before anything is loaded or written: exit 2 with one line on a bad choice.
+    """
+    acc = accelerator or "cpu"
+    if acc not in ("cpu", "gpu", "auto"):
+        _fail(f"--accelerator must be cpu, gpu or auto, got '{acc}'")
+    if devices is not None and devices != 1:
+        _fail(f"--devices: evaluation and generation run in one process on one device (got {devices}; use 1)")
+    import torch
+
+    if acc == "gpu" and not torch.cuda.is_available():
+        _fail("--accelerator gpu: torch sees no CUDA device (torch.cuda.is_available() is False); "
+              "use --accelerator cpu or auto")
+    return torch.device("cuda" if acc != "cpu" and torch.cuda.is_available() else "cpu")
+
+
+
+def _fail(message: str, code: int = 2) -> None:
+    from rich.markup import escape
+
+    err.print(f"[bold red]error:[/] {escape(message)}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _setup_logging(verbose: bool) -> None:
+    from rich.logging import RichHandler
+
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
+
+
+def _progress_wanted(flag: Optional[bool]) -> bool:
+    if flag is not None:
+        return flag
+    return err.is_terminal and not os.environ.get("CI")
+
+
+def _raw_config(config: Optional[Path], sets: list[str], suite: Optional[str]) -> dict[str, Any]:
+    from seqvae.bench.suites import suite_config
+
+    raw: dict[str, Any] = {}
+    if suite:
+        try:
+            raw = suite_config(suite)
+        except ValueError as exc:
+            _fail(str(exc))
+    if config is not None:
+        user = load_config_file(config)
+        raw = _deep_merge(raw, user)
+    return apply_overrides(raw, sets)
+
+
+def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for k, v in top.items():
+        merged[k] = _deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
+
+
+def _set_data_dir(raw: dict[str, Any], data_dir: Path) -> None:
+    """Point the config's dataset at ``data_dir`` (absolute, so the run folder stays valid elsewhere)."""
+    data = raw.setdefault("data", {})
+    spec = data.get("dataset", "synthetic")
+    spec = {"kind": spec} if isinstance(spec, str) else dict(spec)
+    spec["data_dir"] = str(data_dir.expanduser().resolve())
+    data["dataset"] = spec
+
+
+def _load_corpora(configs: list[Any], cache_dir: Optional[Path]) -> dict[str, Any]:
+    """Load each distinct data set of a grid once; bad corpus input exits with code 2."""
+    from seqvae.bench.runner import load_corpora
+    from seqvae.data.corpora import CorpusError
+
+    try:
+        return load_corpora(configs, cache_dir)
+    except CorpusError as exc:
+        _fail(str(exc))
