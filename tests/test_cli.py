@@ -318,3 +318,14 @@ def test_batch_size_scales_the_learning_rate_only_when_asked(tmp_path):
         assert res.exit_code == 2 and says in res.output, res.output
     res = runner.invoke(app, ["train", "--resume", str(tmp_path), "--batch-size", "64"])
     assert res.exit_code == 2 and "drop --config/--set/--batch-size" in res.output
+
+
+def test_a_relative_data_dir_is_stored_resolved(tmp_path, monkeypatch):
+    """``data_dir: data`` in a YAML (or a --set) is stored absolute, so the run folder works from anywhere."""
+    monkeypatch.chdir(tmp_path)
+    cfg = tmp_path / "exp.yaml"
+    cfg.write_text("data: {dataset: {kind: text, data_dir: data, train: train.txt}}\n")
+    for flags in (["--config", str(cfg)], ["--set", "data.dataset={kind: text, data_dir: ./data, train: t.txt}"]):
+        res = runner.invoke(app, ["bench", *flags, "--dry-run", "--json"])
+        assert res.exit_code == 0, res.output
+        assert json.loads(res.stdout)[0]["data"]["dataset"]["data_dir"] == str(tmp_path / "data")

@@ -112,12 +112,13 @@ def straight_cli_run(tmp_path_factory) -> tuple[Path, dict]:
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM], ids=["SIGKILL", "SIGTERM"])
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT], ids=["SIGKILL", "SIGTERM", "Ctrl-C"])
 def test_a_killed_cli_run_resumes_to_the_metrics_of_a_straight_run(tmp_path, straight_cli_run, sig):
     """The real thing: ``seqvae train`` is killed mid-run and ``seqvae train --resume`` finishes it.
 
     SIGKILL loses the steps since the last periodic checkpoint; SIGTERM (a cluster's pre-emption)
-    saves the state of the step in progress and exits 143 with the command that continues.
+    saves the state of the step in progress and exits 143 with the command that continues; Ctrl-C
+    (SIGINT) does the same and exits 130.
     """
     cfg, straight = straight_cli_run
     killed = tmp_path / "killed"
@@ -132,6 +133,8 @@ def test_a_killed_cli_run_resumes_to_the_metrics_of_a_straight_run(tmp_path, str
     assert (killed / "resume.ckpt").exists() and not (killed / "result.json").exists(), "the kill came too late"
     if sig == signal.SIGKILL:
         assert proc.returncode == -signal.SIGKILL
+    elif sig == signal.SIGINT:
+        assert proc.returncode == 130 and "stopped by Ctrl-C" in stderr and f"--resume {killed}" in stderr
     else:
         assert proc.returncode == 143 and "stopped by SIGTERM" in stderr and f"--resume {killed}" in stderr
     resumed = subprocess.run([sys.executable, "-m", "seqvae", "train", "--resume", str(killed), "--json"],

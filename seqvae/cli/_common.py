@@ -112,6 +112,27 @@ EvalPrecisionOpt = Annotated[Optional[str], typer.Option(
     rich_help_panel=HARDWARE)]
 
 
+def _check_before_writing(out_dir: Path, configs: list[Any], flag: str = "--out") -> None:
+    """What would fail after the run folder is written, checked before anything is: exit 2 with one line.
+
+    ``out_dir`` must be a folder (or not exist yet) under a writable parent; a config that trains
+    on ``gpu`` needs a CUDA device that torch can see.
+    """
+    if out_dir.exists() and not out_dir.is_dir():
+        _fail(f"{flag} {out_dir}: is a file, not a folder")
+    parent = out_dir
+    while not parent.exists():
+        parent = parent.parent
+    if not os.access(parent, os.W_OK):
+        _fail(f"{flag} {out_dir}: {parent} is not writable")
+    if any(c.train.accelerator == "gpu" for c in configs):
+        import torch
+
+        if not torch.cuda.is_available():
+            _fail("train.accelerator gpu: torch sees no CUDA device (torch.cuda.is_available() is False); "
+                  "use --accelerator cpu or auto")
+
+
 def _one_device(accelerator: Optional[str], devices: Optional[int]) -> Any:
     """The torch device that ``--accelerator/--devices`` name for evaluation and generation (one process).
 
@@ -167,7 +188,20 @@ def _raw_config(config: Optional[Path], sets: list[str], suite: Optional[str]) -
     if config is not None:
         user = load_config_file(config)
         raw = _deep_merge(raw, user)
-    return apply_overrides(raw, sets)
+    return _resolve_data_dir(apply_overrides(raw, sets))
+
+
+def _resolve_data_dir(raw: dict[str, Any]) -> dict[str, Any]:
+    """A relative ``data.dataset.data_dir`` made absolute (from the working folder), as the run folder stores it.
+
+    Stored as written, ``seqvae eval RUN`` from another folder would look for the corpus in the wrong place.
+    """
+    spec = (raw.get("data") or {}).get("dataset") if isinstance(raw.get("data"), dict) else None
+    if isinstance(spec, dict) and isinstance(spec.get("data_dir"), str) and spec["data_dir"]:
+        path = Path(spec["data_dir"]).expanduser()
+        if not path.is_absolute():
+            spec["data_dir"] = str(path.resolve())
+    return raw
 
 
 def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

@@ -12,7 +12,7 @@ import typer
 
 from seqvae.cli._common import (
     COMPONENTS, HARDWARE, OUTPUT, TRAINING, AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, NodesOpt, PrecisionOpt,
-    ScaleLrOpt, _batch, _fail, _hardware, _load_corpora, _progress_wanted, _raw_config, _set_data_dir, _setup_logging,
+    ScaleLrOpt, _batch, _check_before_writing, _fail, _resolve_data_dir, _hardware, _load_corpora, _progress_wanted, _raw_config, _set_data_dir, _setup_logging,
     app, log, out,
 )
 from seqvae.config import ConfigError, apply_overrides, validate_experiment
@@ -114,7 +114,7 @@ def bench(
                 "seed": seed}
         # --set applies last, to every cell, so it can reach into what the axes put there
         # (``--regularizer word-dropout --set regularizers.0.rate=0.5``)
-        cells = [apply_overrides(c, list(sets or [])) for c in expand_grid(raw, {k: v for k, v in axes.items() if v})]
+        cells = [_resolve_data_dir(apply_overrides(c, list(sets or []))) for c in expand_grid(raw, {k: v for k, v in axes.items() if v})]
         configs = []
         for i, cell in enumerate(cells):
             source = str(config) if config is not None else "config"
@@ -138,6 +138,7 @@ def bench(
 
     from seqvae.run_dir import GRID_FILE, RESULTS_FILE
 
+    _check_before_writing(out_dir, configs)
     if is_rank_zero() and ((out_dir / RESULTS_FILE).exists() or (out_dir / GRID_FILE).exists()) and not overwrite:
         _fail(f"{out_dir}: already holds another bench; continue it with --resume {out_dir}, "
               "or pass --overwrite, or pick --out")
@@ -174,7 +175,7 @@ def _interruptible(grid: Any, out_dir: Path) -> list[dict[str, Any]]:
     try:
         return grid()
     except RunInterrupted as exc:
-        _fail(f"{exc}; continue the grid with: seqvae bench --resume {out_dir}", code=INTERRUPTED)
+        _fail(f"{exc}; continue the grid with: seqvae bench --resume {out_dir}", code=getattr(exc, "exit_code", INTERRUPTED))
         raise  # unreachable: _fail exits
 
 

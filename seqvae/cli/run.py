@@ -11,7 +11,7 @@ import typer
 
 from seqvae.cli._common import (
     AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, EvalPrecisionOpt, NodesOpt, PrecisionOpt, ScaleLrOpt, _batch, _fail,
-    _hardware, _load_corpora, _one_device, _progress_wanted, _raw_config, _set_data_dir, _setup_logging, app, out,
+    _check_before_writing, _hardware, _load_corpora, _resolve_data_dir, _one_device, _progress_wanted, _raw_config, _set_data_dir, _setup_logging, app, out,
 )
 from seqvae.cli.bench import INTERRUPTED
 from seqvae.config import ConfigError, apply_overrides, validate_experiment
@@ -53,7 +53,7 @@ def train(
         raw = _raw_config(config, [], None)
         if resume is None:
             _batch(raw, batch_size, scale_lr)
-        raw = apply_overrides(raw, list(sets or []))
+        raw = _resolve_data_dir(apply_overrides(raw, list(sets or [])))
         if resume is None:
             _hardware(raw, accelerator, devices, num_nodes, distributed, precision)
         elif any(v is not None for v in (accelerator, devices, num_nodes, distributed, precision)):
@@ -66,6 +66,7 @@ def train(
     rank0 = is_rank_zero()
     from seqvae.run_dir import RunDir
 
+    _check_before_writing(out_dir, [cfg])
     if rank0 and resume is None and RunDir(out_dir).exists() and not overwrite:
         state = "a finished run" if RunDir(out_dir).is_finished() else \
             f"an unfinished run (continue it with --resume {out_dir})"
@@ -76,10 +77,12 @@ def train(
     try:
         result = run_experiment(cfg, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress), corpus=corpus,
                                 resume=resume is not None)
+    except ConfigError as exc:  # the config asks for what this corpus lacks (a valid split for val_every)
+        _fail(str(exc))
     except ResumeError as exc:
         _fail(f"{exc}; to start afresh: seqvae train --config {out_dir / 'config.json'} --out {out_dir} --overwrite")
     except RunInterrupted as exc:
-        _fail(f"{exc}; continue with: seqvae train --resume {out_dir}", code=INTERRUPTED)
+        _fail(f"{exc}; continue with: seqvae train --resume {out_dir}", code=getattr(exc, "exit_code", INTERRUPTED))
     except NonFiniteLossError as exc:
         _fail(f"{out_dir}: {exc}", code=1)
     if not rank0:
@@ -146,6 +149,9 @@ def eval_(
             f"{path}: the checkpoint's vocabulary ({len(vocab)} words) differs from the corpus's "
             f"({len(corpus.vocab)} words); is --data-dir the corpus it was trained on?"
         )
+    wanted = split or cfg.eval.split
+    if wanted not in corpus.splits:
+        _fail(f"--split {wanted}: the corpus of {path} has no {wanted} split (it has: {', '.join(corpus.splits)})")
     result = {"checkpoint": str(path), **evaluate_run(model.to(device), cfg, corpus, split=split,
                                                       iw_samples=iw_samples, device=device,
                                                       precision=precision or "32-true",

@@ -118,5 +118,7 @@ class TextDataModule(L.LightningDataModule):
         return _PositionedLoader(ds, batch_size=None, collate_fn=_identity, generator=torch.Generator())
 
     def val_dataloader(self) -> DataLoader:
+        if "valid" not in self.corpus.splits:  # nothing to validate on (training then never validates)
+            return DataLoader([], batch_size=None, collate_fn=_identity)
         batches = eval_batches(self.corpus.split("valid"), self.corpus.vocab, self.eval_batch_size)
         return DataLoader(batches, batch_size=None, collate_fn=_identity)

@@ -12,9 +12,48 @@ import lightning as L
 from seqvae.run_dir import temporary_path
 from seqvae.training.system import TermMeans
 
-__all__ = ["Heartbeat", "ResumeCheckpoint"]
+__all__ = ["CtrlC", "Heartbeat", "ResumeCheckpoint", "StopRequested"]
 
 log = logging.getLogger(__name__)
+
+
+class StopRequested(Exception):
+    """Training stopped after a step at the user's request (Ctrl-C); the state of that step is saved."""
+
+
+class CtrlC:
+    """While training: the first Ctrl-C (SIGINT) asks to stop after the current step, as SIGTERM does.
+
+    A context manager around ``trainer.fit``. The step that is running finishes, its state is saved
+    to ``resume.ckpt`` and :class:`StopRequested` ends the fit; a second Ctrl-C interrupts at once
+    (Python's default). Outside the main thread (where signals cannot be caught) it does nothing.
+    """
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous: Any = None
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        import signal
+
+        self.requested = True
+        signal.signal(signal.SIGINT, signal.default_int_handler)  # a second Ctrl-C interrupts now
+        log.warning("Ctrl-C: stopping after this step and saving its state (Ctrl-C again to stop at once)")
+
+    def __enter__(self) -> CtrlC:
+        import signal
+        import threading
+
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        import signal
+
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+            self._previous = None
 
 
 class ResumeCheckpoint(L.Callback):
@@ -26,18 +65,22 @@ class ResumeCheckpoint(L.Callback):
     validation, so that a resume does not skip it.
     """
 
-    def __init__(self, path: Path, every: int | None, val_every: int | None = None):
+    def __init__(self, path: Path, every: int | None, val_every: int | None = None, ctrl_c: CtrlC | None = None):
         self.path, self.every, self.val_every = Path(path), every, val_every
+        self.ctrl_c = ctrl_c
         self._after_validation = False
 
     def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, *args: Any) -> None:
         step = trainer.global_step
         due = bool(self.every) and step % self.every == 0
-        if (due or trainer.received_sigterm) and step < (trainer.max_steps or 0):
-            if due and not trainer.received_sigterm and self.val_every and step % self.val_every == 0:
+        stop = trainer.received_sigterm or (self.ctrl_c is not None and self.ctrl_c.requested)
+        if (due or stop) and step < (trainer.max_steps or 0):
+            if due and not stop and self.val_every and step % self.val_every == 0:
                 self._after_validation = True
                 return
             self._save(trainer)
+            if self.ctrl_c is not None and self.ctrl_c.requested and not trainer.received_sigterm:
+                raise StopRequested(f"stopped by Ctrl-C at step {step}")
 
     def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self._after_validation:

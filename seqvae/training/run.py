@@ -15,7 +15,7 @@ from lightning.pytorch.loggers import CSVLogger
 from lightning.pytorch.utilities.exceptions import SIGTERMException
 
 from seqvae.composer import build_model, component_provenance
-from seqvae.config import ExperimentConfig
+from seqvae.config import ConfigError, ExperimentConfig
 from seqvae.data.corpus import Corpus
 from seqvae.data.datamodule import TextDataModule, eval_batches
 from seqvae.data.loading import load_corpus
@@ -24,8 +24,8 @@ from seqvae.metrics import evaluate
 from seqvae.model import SequenceVAE
 from seqvae.registry import installed_plugins
 from seqvae.run_dir import RunDir
-from seqvae.training.callbacks import Heartbeat, ResumeCheckpoint
-from seqvae.training.checkpoint import checkpoint_step, load_checkpoint, save_checkpoint, versions
+from seqvae.training.callbacks import CtrlC, Heartbeat, ResumeCheckpoint, StopRequested
+from seqvae.training.checkpoint import ResumeError, checkpoint_step, load_checkpoint, save_checkpoint, versions
 from seqvae.training.recipes import ValidationRecipe
 from seqvae.training.system import VAESystem, quiet_lightning
 
@@ -36,7 +36,14 @@ HEARTBEAT_SECONDS = 60.0  # without a progress bar, a training log line this oft
 
 
 class RunInterrupted(Exception):
-    """The run was stopped by SIGTERM (e.g. a cluster's pre-emption) after saving its state; resume it."""
+    """The run was stopped by SIGTERM (a cluster's pre-emption) or Ctrl-C after saving its state; resume it.
+
+    ``exit_code`` is what a shell reports for that signal: 143 for SIGTERM, 130 for Ctrl-C.
+    """
+
+    def __init__(self, message: str, exit_code: int = 143):
+        super().__init__(message)
+        self.exit_code = exit_code
 
 
 def evaluate_run(
@@ -116,12 +123,13 @@ def run_experiment(
     rd = RunDir(run_dir)
     run_dir = rd.path
     rank0 = is_rank_zero()  # in a multi-process launch only global rank 0 writes, evaluates and reports
-    if rank0:
-        rd.create()
     quiet_lightning(verbose=log.isEnabledFor(logging.DEBUG))
     t = cfg.train
     if corpus is None:
         corpus = load_corpus(cfg.data.dataset, cache_dir)
+    _check_splits(cfg, corpus)  # before the folder is touched
+    if rank0:
+        rd.create()
     trained = rd.finished_training(cfg) if resume else None
     if trained is not None:
         log.info("%s: training already finished; evaluating the saved checkpoint", run_dir)
@@ -168,6 +176,17 @@ def run_experiment(
     return result
 
 
+def _check_splits(cfg: ExperimentConfig, corpus: Corpus) -> None:
+    """The splits ``cfg`` needs are in ``corpus`` (checked before the run folder is touched)."""
+    have = ", ".join(corpus.splits)
+    if cfg.train.val_every and "valid" not in corpus.splits:
+        raise ConfigError(f"train.val_every validates on the valid split, which {cfg.data.dataset.kind} data "
+                          f"lacks here (it has: {have}); drop val_every and the recipes that need it, or give "
+                          "the dataset a valid split")
+    if cfg.eval.split not in corpus.splits:
+        raise ConfigError(f"eval.split: the {cfg.data.dataset.kind} data has no {cfg.eval.split} split (it has: {have})")
+
+
 def _adopt_eval_settings(rd: RunDir, cfg: ExperimentConfig) -> None:
     kept = rd.adopt_eval_settings(cfg)
     if kept is not None:
@@ -179,9 +198,11 @@ def _train(
 ) -> tuple[SequenceVAE, dict, Any]:
     """Fit ``cfg`` with Lightning (from ``resume_from`` when given); save the checkpoint and ``trained.json``.
 
-    Returns (model, trained, device).
+    Returns (model, trained, device). Every run ends with a validation of its last weights when the
+    corpus has a valid split; ``train.val_every`` without one is a ``ConfigError``.
     """
     t = cfg.train
+    validates = "valid" in corpus.splits  # the end-of-run validation needs the split (see _check_splits)
     L.seed_everything(t.seed, workers=True, verbose=False)
     model = build_model(cfg, corpus.vocab)
     system = VAESystem(model, cfg)
@@ -192,7 +213,8 @@ def _train(
         if is_rank_zero():
             rd.keep_metrics_before(step)
     recipe = ValidationRecipe(t)  # before the checkpoint: a state written after a validation includes it
-    callbacks = [recipe, ResumeCheckpoint(rd.resume_checkpoint, t.checkpoint_every, t.val_every)]
+    ctrl_c = CtrlC()
+    callbacks = [recipe, ResumeCheckpoint(rd.resume_checkpoint, t.checkpoint_every, t.val_every, ctrl_c)]
     if not progress:
         callbacks.append(Heartbeat(HEARTBEAT_SECONDS))
     trainer = L.Trainer(
@@ -214,6 +236,7 @@ def _train(
         val_check_interval=t.val_every or t.max_steps + 1,
         check_val_every_n_epoch=None,
         num_sanity_val_steps=0,
+        limit_val_batches=1.0 if validates else 0,
         deterministic=t.deterministic,
     )
     with warnings.catch_warnings():
@@ -221,12 +244,20 @@ def _train(
                     ".*smaller than the logging interval.*", ".*exists and is not empty.*"):
             warnings.filterwarnings("ignore", message=msg)
         try:
-            trainer.fit(system, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+            with ctrl_c:
+                trainer.fit(system, datamodule=dm, ckpt_path=resume_from, weights_only=True)
+        except StopRequested as exc:
+            raise RunInterrupted(f"{run_dir}: {exc}; its state is saved in {rd.RESUME}", exit_code=130) from None
+        except RuntimeError as exc:
+            if resume_from is None or "state_dict" not in str(exc):
+                raise
+            first = str(exc).strip().splitlines()[0]
+            raise ResumeError(f"{resume_from}: its weights do not fit this run's model ({first})") from None
         except SIGTERMException:  # Lightning's SystemExit with code 0: say what happened instead
             raise RunInterrupted(
                 f"{run_dir}: stopped by SIGTERM at step {trainer.global_step}; its state is saved in {rd.RESUME}"
             ) from None
-        if not recipe.history or recipe.history[-1]["step"] != trainer.global_step:
+        if validates and (not recipe.history or recipe.history[-1]["step"] != trainer.global_step):
             recipe.final = True  # every run ends with a validation of its last weights, however short
             trainer.validate(system, datamodule=dm, verbose=False, weights_only=True)
     kept_best = recipe.restore_best(model)

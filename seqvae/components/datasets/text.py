@@ -13,7 +13,7 @@ Example (YAML)::
     data:
       dataset:
         kind: labeled-text
-        data_dir: ../shared/data/yelp_short_shen2017
+        data_dir: data/yelp_short
         train: [{path: sentiment.dev.0, label: 0}, {path: sentiment.dev.1, label: 1}]
         test: [{path: sentiment.test.0, label: 0}, {path: sentiment.test.1, label: 1}]
         max_length: 40
@@ -68,9 +68,13 @@ class TextDatasetConfig(ComponentConfig):
     test: list[FileSpec] | None = Field(None, description="Test file(s); needed to evaluate on 'test'.")
     tokenizer: Tokenizer = Field("whitespace", description="whitespace, or simple (words and punctuation).")
     lowercase: bool = Field(False, description="Lower-case the text before tokenising.")
-    max_length: int | None = Field(None, ge=1, description="Longest sentence in words; None = no limit.")
+    max_length: int | None = Field(
+        1000, ge=1, description="Longest sentence in words (1000 keeps every standard corpus whole, Yahoo's "
+        "documents included, and keeps a stray huge line from stalling training); None = no limit.",
+    )
     length_policy: LengthPolicy = Field(
-        "error", description="A sentence over max_length is an error, dropped, or truncated (counted)."
+        "truncate", description="A sentence over max_length is truncated, dropped (both counted and reported), "
+        "or an error naming its file and line.",
     )
     empty_lines: EmptyLines = Field("error", description="An empty line is an error, or skipped (counted).")
     min_freq: int = Field(1, ge=1, description="Keep train words seen at least this often.")
