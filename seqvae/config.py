@@ -295,7 +295,8 @@ def format_validation_error(err: ValidationError, source: str = "config") -> str
     for e in err.errors(include_url=False):
         path = ".".join(str(p) for p in e["loc"]) or "(top level)"
         got = ""
-        if e["type"] not in ("missing", "extra_forbidden", "unknown_component") and "input" in e:
+        # a check of the whole config (loc empty) names its fields itself: its input is the whole config
+        if e["type"] not in ("missing", "extra_forbidden", "unknown_component") and "input" in e and e["loc"]:
             got = f" (got {e['input']!r})"
         elif e["type"] == "extra_forbidden":
             got = " (unknown field)"

@@ -27,7 +27,8 @@ from typing import Any
 
 from seqvae.config import ConfigError, ExperimentConfig, validate_experiment
 
-__all__ = ["GRID_FILE", "RESULTS_FILE", "RunDir", "atomic_write_json", "atomic_write_text", "temporary_path"]
+__all__ = ["GRID_FILE", "RESULTS_FILE", "RunDir", "atomic_write_json", "atomic_write_text", "load_error",
+           "temporary_path"]
 
 GRID_FILE = "grid.json"
 RESULTS_FILE = "results.jsonl"
@@ -48,6 +49,17 @@ def atomic_write_text(path: Path, text: str) -> None:
 def atomic_write_json(path: Path, data: Any, indent: int | None = 2) -> None:
     """``data`` as JSON at ``path``, atomically (see :func:`atomic_write_text`)."""
     atomic_write_text(path, json.dumps(data, indent=indent))
+
+
+def load_error(exc: BaseException) -> str:
+    """``Type: first line`` of a failed ``torch.load``, without PyTorch's advice to set ``weights_only=False``.
+
+    That advice would run code from the file; seqvae never does, so the hint is dropped.
+    """
+    first = (str(exc).strip().splitlines() or [""])[0]
+    if "weights_only" in first or "Weights only load failed" in first:
+        first = "it holds Python objects, and seqvae loads only tensors and plain data (weights_only)"
+    return f"{type(exc).__name__}: {first}"
 
 
 def _read_json(path: Path) -> Any:
@@ -221,9 +233,7 @@ class RunDir:
             saved = torch.load(self.resume_checkpoint, map_location="cpu", weights_only=True)
             step = int(saved["global_step"])
         except Exception as exc:
-            first = (str(exc).strip().splitlines() or [""])[0]
-            raise ValueError(f"{self.resume_checkpoint}: not a readable resume checkpoint "
-                             f"({type(exc).__name__}: {first})") from None
+            raise ValueError(f"{self.resume_checkpoint}: not a readable resume checkpoint ({load_error(exc)})") from None
         ours = saved.get("seqvae", {}) if isinstance(saved, dict) else {}
         return {"step": step, "train_seconds": float(ours.get("train_seconds", 0.0)),
                 "strategy_state": dict(ours.get("strategy", {}))}

@@ -151,6 +151,8 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
     ("checkpoint-missing", lambda t, r: ["eval", str(t / "missing.pt")], ["missing.pt", "not found"]),
     ("checkpoint-truncated", lambda t, r: ["eval", str(_write(t / "cut.pt", (r / "checkpoint.pt").read_bytes()[:3000]))],
      ["cut.pt", "not a readable seqvae checkpoint"]),
+    ("checkpoint-python-objects", lambda t, r: ["eval", str(_torch_save(t / "obj.pt", {
+        "format": "seqvae-checkpoint/1", "x": _Marker(str(t / "PWNED"))}))], ["obj.pt", "weights_only"]),
     ("checkpoint-not-ours", lambda t, r: ["eval", str(_write(t / "x.pt", b"hello"))], ["x.pt", "not a readable"]),
     ("checkpoint-plugin-missing", lambda t, r: _checkpoint_variant(t, r, lambda p: (
         p["config"].__setitem__("decoder", {"kind": "ghost"}),
@@ -187,6 +189,12 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
     ("rerun-not-a-run", lambda t, r: ["bench", "--rerun", str(_write(t / "out" / "x.txt", "x").parent)],
      ["not a finished seqvae run"]),
 ]
+
+
+def _torch_save(path: Path, obj: object) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(obj, path)
+    return path
 
 
 def _no_valid_split(tmp: Path) -> list[str]:
@@ -233,6 +241,8 @@ def test_bad_input_is_one_clear_line_with_exit_2(tmp_path, trained_run, argv_of,
     assert res.exit_code == 2, f"exit {res.exit_code}: {res.output[-2000:]}"
     assert "Traceback" not in res.output and res.exception is None or isinstance(res.exception, SystemExit)
     assert message.startswith("error:") and "\n" not in message, message
+    assert "weights_only=False" not in message and "two options" not in message  # no unsafe hint from torch
+    assert "(got {" not in message  # a check of the whole config does not echo the whole config
     for w in words:
         assert w in message, f"{w!r} not in {message!r}"
     # nothing half-written: the output folder is as it was (absent, or exactly its old content)

@@ -329,3 +329,30 @@ def test_a_relative_data_dir_is_stored_resolved(tmp_path, monkeypatch):
         res = runner.invoke(app, ["bench", *flags, "--dry-run", "--json"])
         assert res.exit_code == 0, res.output
         assert json.loads(res.stdout)[0]["data"]["dataset"]["data_dir"] == str(tmp_path / "data")
+
+
+def test_every_command_help_is_clean_and_every_option_explained():
+    """No ``<bool>`` beside flags, no reST double backticks, and a help text for every option."""
+    import typer
+
+    root = typer.main.get_command(app)
+
+    def commands(group, prefix=()):
+        for name, cmd in group.commands.items():
+            if hasattr(cmd, "commands"):
+                yield from commands(cmd, (*prefix, name))
+            else:
+                yield (*prefix, name), cmd
+
+    seen = checked = 0
+    for path, cmd in commands(root):
+        res = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"})
+        assert res.exit_code == 0, (path, res.output)
+        assert "<bool>" not in res.output and "``" not in res.output, (path, res.output)
+        options = [p for p in cmd.params if getattr(p, "param_type_name", "") == "option"]
+        missing = [p.opts[0] for p in options if not p.help]
+        assert not missing, f"{' '.join(path)}: options without help: {missing}"
+        seen += 1
+        checked += len(options)
+    assert checked > 60  # the check saw the options (bench alone has over 30)
+    assert seen == 10  # bench, train, eval, 4 generation commands, plugins list/show, config schema

@@ -9,7 +9,11 @@ not import torch.
 
 from __future__ import annotations
 
-from seqvae.cli import bench, generate, info, run  # noqa: F401  (each registers its commands on app)
+# importing a command module registers its commands on ``app``, in this order in ``seqvae --help``
+from seqvae.cli import bench  # noqa: F401, I001
+from seqvae.cli import run  # noqa: F401
+from seqvae.cli import generate  # noqa: F401
+from seqvae.cli import info  # noqa: F401
 from seqvae.cli._common import app
 
 __all__ = ["app", "main"]

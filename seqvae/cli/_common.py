@@ -55,6 +55,29 @@ out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True)
 log = logging.getLogger("seqvae")
 
+ProgressOpt = Annotated[Optional[bool], typer.Option(
+    "--progress/--no-progress", help="A progress bar (default: on a terminal); without one, a log line a minute.")]
+VerboseOpt = Annotated[bool, typer.Option("-v", "--verbose", help="Debug logs and tracebacks.")]
+
+
+def _flags_show_no_type() -> None:
+    """Typer shows ``<bool>`` beside every flag, which takes no value; show nothing there instead."""
+    try:
+        from typer.core import TyperOption
+    except ImportError:  # another Typer layout: its own rendering stays
+        return
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "_seqvae", False):
+        return
+
+    def display_type_rich(self: Any, ctx: Any) -> Any:
+        return "" if getattr(self, "is_flag", False) else shown(self, ctx)
+
+    display_type_rich._seqvae = True  # type: ignore[attr-defined]
+    TyperOption.display_type_rich = display_type_rich  # type: ignore[method-assign]
+
+
+_flags_show_no_type()
 COMPONENTS = "Components (repeat a flag to add a grid axis)"
 HARDWARE = "Hardware"
 AcceleratorOpt = Annotated[Optional[str], typer.Option("--accelerator", help="cpu, gpu or auto (CUDA when present).", rich_help_panel=HARDWARE)]

@@ -20,9 +20,9 @@ def plugins_list(
 ) -> None:
     """List every registered component by kind with its package, version and status.
 
-    Without --check only package metadata is read: nothing is imported. Status is ``ok``,
-    ``shadowed`` (a plugin with a built-in's name), ``ambiguous`` (several plugins share the name;
-    use the ``package:name`` alias) or ``broken`` (with the cause).
+    Without --check only package metadata is read: nothing is imported. Status is ok,
+    shadowed (a plugin with a built-in's name), ambiguous (several plugins share the name;
+    use the package:name alias) or broken (with the cause).
     """
     from seqvae.registry import KINDS, get_registry
 

@@ -10,8 +10,9 @@ from typing import Annotated, Optional
 import typer
 
 from seqvae.cli._common import (
-    AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, EvalPrecisionOpt, NodesOpt, PrecisionOpt, ScaleLrOpt, _batch, _fail,
-    _check_before_writing, _hardware, _load_corpora, _resolve_data_dir, _one_device, _progress_wanted, _raw_config, _set_data_dir, _setup_logging, app, out,
+    AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, EvalPrecisionOpt, NodesOpt, PrecisionOpt, ProgressOpt, ScaleLrOpt,
+    VerboseOpt, _batch, _check_before_writing, _fail, _hardware, _load_corpora, _one_device, _progress_wanted,
+    _raw_config, _resolve_data_dir, _set_data_dir, _setup_logging, app, out,
 )
 from seqvae.cli.bench import INTERRUPTED
 from seqvae.config import ConfigError, apply_overrides, validate_experiment
@@ -33,8 +34,8 @@ def train(
     precision: PrecisionOpt = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
-    progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress")] = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    progress: ProgressOpt = None,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Train and evaluate one model from a config file (or continue an interrupted run with --resume)."""
     _setup_logging(verbose)
@@ -112,12 +113,12 @@ def eval_(
     accelerator: AcceleratorOpt = None,
     devices: DevicesOpt = None,
     precision: EvalPrecisionOpt = None,
-    verbose: Annotated[bool, typer.Option("-v", "--verbose")] = False,
+    verbose: VerboseOpt = False,
 ) -> None:
     """Evaluate a trained model: -ELBO, IW-NLL, PPL, KL, MI, AU, shuffle gap, collapse verdict.
 
-    For a run folder the result is also written to ``eval-<split>-k<K>.json`` in that folder
-    (``eval-<split>-k<K>-bf16.json`` with ``--precision bf16-mixed``).
+    For a run folder the result is also written to eval-<split>-k<K>.json in that folder
+    (eval-<split>-k<K>-bf16.json with --precision bf16-mixed).
     """
     _setup_logging(verbose)
     if precision is not None and precision not in ("32-true", "bf16-mixed"):

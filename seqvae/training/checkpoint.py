@@ -14,7 +14,7 @@ from seqvae.config import ConfigError, ExperimentConfig, validate_experiment
 from seqvae.data.vocab import Vocab
 from seqvae.model import SequenceVAE
 from seqvae.registry import RegistryError, get_registry
-from seqvae.run_dir import temporary_path
+from seqvae.run_dir import load_error, temporary_path
 
 __all__ = ["CHECKPOINT_FORMAT", "ResumeError", "checkpoint_step", "load_checkpoint", "rng_state", "save_checkpoint",
            "set_rng_state", "versions"]
@@ -88,8 +88,7 @@ def load_checkpoint(path: str | Path) -> tuple[SequenceVAE, ExperimentConfig, An
     except FileNotFoundError:
         raise ValueError(f"{path}: checkpoint not found") from None
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ValueError(f"{path}: not a readable seqvae checkpoint ({type(exc).__name__}: {first})") from None
+        raise ValueError(f"{path}: not a readable seqvae checkpoint ({load_error(exc)})") from None
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
         raise ValueError(f"{path}: not a seqvae checkpoint (expected format {CHECKPOINT_FORMAT})")
     try:
@@ -123,5 +122,4 @@ def checkpoint_step(path: Path) -> int:
     try:
         return int(torch.load(path, map_location="cpu", weights_only=True)["global_step"])
     except Exception as exc:
-        first = (str(exc).strip().splitlines() or [""])[0]
-        raise ResumeError(f"{path}: not a readable resume checkpoint ({type(exc).__name__}: {first})") from None
+        raise ResumeError(f"{path}: not a readable resume checkpoint ({load_error(exc)})") from None
