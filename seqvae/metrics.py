@@ -29,6 +29,7 @@ Evaluation runs in ``eval()`` mode (no dropout, no input corruption) with a seed
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections.abc import Iterable
@@ -41,6 +42,8 @@ from torch import Tensor
 
 from seqvae.interfaces import Batch, Posterior
 from seqvae.model import SequenceVAE
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "COLLAPSE_RULE",
@@ -184,8 +187,12 @@ def evaluate(
     partial: str | Path | None = None,
     partial_key: str = "",
     stats: dict[str, Any] | None = None,
+    progress_every: float | None = 60.0,
 ) -> dict[str, Any]:
     """Compute the metric set on ``batches`` (see the module docstring). Returns plain Python values.
+
+    A long evaluation (IW-NLL with K = 500 on PTB takes minutes) logs a line every
+    ``progress_every`` seconds: batches done, sentences, elapsed time and an estimate of the rest.
 
     Batch ``i`` draws its noise from a generator seeded with ``(seed, i)``, so the result does not
     depend on which batches ran in this call. With ``partial``, the running sums are saved there
@@ -206,9 +213,17 @@ def evaluate(
     acc = _load_partial(partial, key, device)
     resumed = acc["done"]
     kl_analytic = acc["kl_analytic"]
+    began = last_line = time.perf_counter()
     for i, batch in enumerate(batches):
         if i < acc["done"]:
             continue
+        now = time.perf_counter()
+        if progress_every is not None and now - last_line >= progress_every and i > resumed:
+            rate = (now - began) / (i - resumed)  # seconds per batch in this call
+            log.info("evaluating: batch %d/%d (%d sentences), %.0f s so far, about %.0f s left%s", i, len(batches),
+                     acc["n"], now - began, rate * (len(batches) - i),
+                     f" (IW-NLL with K = {iw_samples})" if iw_samples > 1 else "")
+            last_line = now
         started = time.perf_counter()
         g = batch_generator(seed, i, device)
         batch = batch.to(device)

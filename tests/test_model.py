@@ -111,6 +111,24 @@ def test_evaluate_counts_tokens_and_is_reproducible():
     assert model.training  # evaluate restores the mode
 
 
+def test_a_long_evaluation_logs_its_progress(caplog):
+    """``seqvae eval`` of K = 500 takes minutes: evaluate() logs batches done and the time left."""
+    import logging
+
+    from seqvae.data.datamodule import eval_batches
+
+    batches = eval_batches(tiny_store(40), VOCAB, 8)  # 5 batches
+    with caplog.at_level(logging.INFO, logger="seqvae.metrics"):
+        quiet = evaluate(tiny_model(), batches, seed=3, iw_samples=3, progress_every=None)
+        lines = [r.getMessage() for r in caplog.records if "evaluating" in r.getMessage()]
+        assert lines == []
+        loud = evaluate(tiny_model(), batches, seed=3, iw_samples=3, progress_every=0.0)
+    lines = [r.getMessage() for r in caplog.records if "evaluating" in r.getMessage()]
+    assert [m.split(" (")[0] for m in lines] == [f"evaluating: batch {i}/5" for i in range(1, 5)]
+    assert all("s left" in m and "K = 3" in m for m in lines)
+    assert loud["neg_elbo"] == quiet["neg_elbo"]  # logging changes nothing
+
+
 @pytest.mark.slow
 def test_short_training_run_learns_and_writes_its_folder(tmp_path):
     from seqvae.training import load_checkpoint, run_experiment

@@ -131,3 +131,15 @@ def test_without_a_progress_bar_training_logs_a_heartbeat_line(tmp_path, monkeyp
     beats = [r.getMessage() for r in caplog.records if "tokens/s" in r.getMessage()]
     assert [b.split(":")[0] for b in beats] == [f"step {i}/5" for i in range(1, 6)]
     assert all(", rec " in b and ", kl " in b for b in beats)
+
+
+def test_the_progress_bar_counts_steps_not_epochs_to_minus_two():
+    from types import SimpleNamespace
+
+    from seqvae.training.callbacks import StepProgressBar
+
+    bar = StepProgressBar()
+    bar._trainer = SimpleNamespace(global_step=120, max_steps=4000, max_epochs=-1, num_training_batches=315)
+    assert bar._get_train_description(2) == "Epoch 3 of 13 (4,000 steps)"
+    bar._trainer.num_training_batches = float("inf")  # an iterable of unknown length
+    assert bar._get_train_description(0) == "Epoch 1 (4,000 steps)"

@@ -12,7 +12,7 @@ import lightning as L
 from seqvae.run_dir import temporary_path
 from seqvae.training.system import TermMeans
 
-__all__ = ["CtrlC", "Heartbeat", "ResumeCheckpoint", "StopRequested"]
+__all__ = ["CtrlC", "Heartbeat", "ResumeCheckpoint", "StepProgressBar", "StopRequested"]
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +125,25 @@ class Heartbeat(L.Callback):
                  mean.get("loss", float("nan")), mean.get("rec", float("nan")), mean.get("kl", float("nan")),
                  (tokens - self._tokens) / max(now - self._last, 1e-9))
         self._last, self._tokens = now, tokens
+
+
+def _rich_bar() -> type:
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    return RichProgressBar
+
+
+class StepProgressBar(_rich_bar()):  # type: ignore[misc]
+    """Lightning's rich progress bar, labelled by steps: a run is ``max_steps`` long, not a number of epochs.
+
+    With ``max_epochs=-1`` (seqvae trains to ``train.max_steps``) Lightning's own label reads
+    ``Epoch 0/-2``; this one reads ``Epoch 1 of 13 (4,000 steps)``, the epochs that ``max_steps`` makes.
+    """
+
+    def _get_train_description(self, current_epoch: int) -> str:
+        t = self.trainer
+        per_epoch = t.num_training_batches
+        if isinstance(per_epoch, int) and per_epoch > 0:
+            return f"Epoch {current_epoch + 1} of {-(-t.max_steps // per_epoch)} ({t.max_steps:,} steps)"
+        return f"Epoch {current_epoch + 1} ({t.max_steps:,} steps)"
+

@@ -24,7 +24,7 @@ from seqvae.metrics import evaluate
 from seqvae.model import SequenceVAE
 from seqvae.registry import installed_plugins
 from seqvae.run_dir import RunDir
-from seqvae.training.callbacks import CtrlC, Heartbeat, ResumeCheckpoint, StopRequested
+from seqvae.training.callbacks import CtrlC, Heartbeat, ResumeCheckpoint, StepProgressBar, StopRequested
 from seqvae.training.checkpoint import ResumeError, checkpoint_step, load_checkpoint, save_checkpoint, versions
 from seqvae.training.recipes import ValidationRecipe
 from seqvae.training.system import VAESystem, quiet_lightning
@@ -215,8 +215,7 @@ def _train(
     recipe = ValidationRecipe(t)  # before the checkpoint: a state written after a validation includes it
     ctrl_c = CtrlC()
     callbacks = [recipe, ResumeCheckpoint(rd.resume_checkpoint, t.checkpoint_every, t.val_every, ctrl_c)]
-    if not progress:
-        callbacks.append(Heartbeat(HEARTBEAT_SECONDS))
+    callbacks.append(StepProgressBar() if progress else Heartbeat(HEARTBEAT_SECONDS))
     trainer = L.Trainer(
         accelerator=t.accelerator,
         devices=t.devices,
