@@ -168,6 +168,8 @@ CASES: list[tuple[str, Callable[[Path, Path], list[str]], list[str]]] = [
     ("eval-negative-k", lambda t, r: ["eval", str(r), "--iw-samples", "-3"], ["--iw-samples", "-3"]),
     ("eval-bad-precision", lambda t, r: ["eval", str(r), "--precision", "fp8"], ["--precision", "fp8"]),
     ("eval-bad-accelerator", lambda t, r: ["eval", str(r), "--accelerator", "tpu"], ["--accelerator", "tpu"]),
+    ("eval-bad-format", lambda t, r: ["eval", str(r), "--format", "csv"], ["--format", "csv"]),
+    ("sample-bad-format", lambda t, r: ["sample", str(r), "--format", "xml"], ["--format", "xml"]),
     ("eval-two-devices", lambda t, r: ["eval", str(r), "--devices", "2"], ["--devices", "one device"]),
     ("sample-gpu-without-cuda", lambda t, r: (_no_cuda(), ["sample", str(r), "--accelerator", "gpu"])[1],
      ["--accelerator gpu", "no CUDA device"]),
@@ -274,3 +276,31 @@ def test_a_100k_word_line_is_truncated_by_default_and_reported(tmp_path, caplog)
     read = json.loads(res.stdout)["data"]["read"]["train"][0]
     assert read["truncated"] == 1 and read["sentences"] == 101
     assert time.monotonic() - start < 120  # bounded (it hung for 22 minutes before the default limit)
+
+
+def test_output_formats_fit_80_columns_and_serve_scripts(trained_run):
+    """eval: the table at 80 columns falls back to plain lines (no number cut to '54…'); tsv has a
+    header and every metric; sample --format plain is one sentence per line."""
+    def run(*args: str, width: int = 80) -> str:
+        res = runner.invoke(app, [*args], env={"COLUMNS": str(width)})
+        assert res.exit_code == 0, res.output
+        return res.stdout
+
+    from rich.console import Console
+
+    import seqvae.cli.run as commands
+
+    saved = commands.out
+    try:
+        commands.out = Console(width=80)  # an 80-column terminal
+        narrow = run("eval", str(trained_run), "--iw-samples", "2")
+    finally:
+        commands.out = saved
+    assert "…" not in narrow and max(len(line) for line in narrow.splitlines()) <= 80
+    assert "-ELBO" in narrow and "IW-NLL" in narrow and "collapsed" in narrow
+    tsv = run("eval", str(trained_run), "--iw-samples", "2", "--format", "tsv").splitlines()
+    head, row = tsv[0].split("\t"), tsv[1].split("\t")
+    assert len(tsv) == 2 and len(head) == len(row) and "iw_nll" in head and "neg_elbo" in head
+    float(row[head.index("neg_elbo")])  # a number, not a cut cell
+    lines = run("sample", str(trained_run), "-n", "4", "--format", "plain").splitlines()
+    assert len(lines) == 4 and all("│" not in line for line in lines)

@@ -78,6 +78,17 @@ def _flags_show_no_type() -> None:
 
 
 _flags_show_no_type()
+FormatOpt = Annotated[str, typer.Option(
+    "--format", help="table (plain when the terminal is too narrow for it), plain (short lines) or tsv (for scripts).",
+    rich_help_panel="Output")]
+
+
+def _check_format(fmt: str) -> str:
+    if fmt not in ("table", "plain", "tsv"):
+        _fail(f"--format must be table, plain or tsv, got '{fmt}'")
+    return fmt
+
+
 COMPONENTS = "Components (repeat a flag to add a grid axis)"
 HARDWARE = "Hardware"
 AcceleratorOpt = Annotated[Optional[str], typer.Option("--accelerator", help="cpu, gpu or auto (CUDA when present).", rich_help_panel=HARDWARE)]

@@ -12,7 +12,7 @@ import typer
 
 from seqvae.cli._common import (
     COMPONENTS, HARDWARE, OUTPUT, TRAINING, AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, NodesOpt, PrecisionOpt,
-    ScaleLrOpt, _batch, _check_before_writing, _fail, _resolve_data_dir, _hardware, _load_corpora, _progress_wanted, _raw_config, _set_data_dir, _setup_logging,
+    FormatOpt, ScaleLrOpt, _batch, _check_format, _check_before_writing, _fail, _resolve_data_dir, _hardware, _load_corpora, _progress_wanted, _raw_config, _set_data_dir, _setup_logging,
     app, log, out,
 )
 from seqvae.config import ConfigError, apply_overrides, validate_experiment
@@ -67,6 +67,7 @@ def bench(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the bench in this folder: finished cells are kept, unfinished ones resume.", rich_help_panel=OUTPUT)] = None,
     rerun: Annotated[Optional[Path], typer.Option("--rerun", help="Run a run folder's config again (into --out) and compare the metrics.", rich_help_panel=OUTPUT)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON array.", rich_help_panel=OUTPUT)] = False,
+    fmt: FormatOpt = "table",
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the grid, run nothing.", rich_help_panel=OUTPUT)] = False,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data ($SEQVAE_CACHE).", rich_help_panel=OUTPUT)] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bars (default: on a terminal).", rich_help_panel=OUTPUT)] = None,
@@ -74,6 +75,7 @@ def bench(
 ) -> None:
     """Train and evaluate a grid of models and print the posterior-collapse metrics."""
     _setup_logging(verbose)
+    _check_format(fmt)
     if parallel < 1:
         _fail(f"--parallel must be >= 1, got {parallel}")
     given = [flag for flag, v in (("--encoder", encoder), ("--decoder", decoder), ("--prior", prior),
@@ -91,7 +93,7 @@ def bench(
             what = "--resume takes the grid stored in its folder" if resume else "--rerun takes the run's own config"
             _fail(f"{what}; drop {', '.join(given)}")
         if resume is not None:
-            _resume_bench(resume, cache_dir, progress, as_json, parallel)
+            _resume_bench(resume, cache_dir, progress, as_json, parallel, fmt)
         else:
             _rerun(rerun, out_dir, overwrite, cache_dir, progress, as_json)
         return
@@ -146,10 +148,10 @@ def bench(
     log.info("running %d cell(s) into %s", len(configs), out_dir)
     rows = _interruptible(lambda: run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress),
                                            corpora=corpora, parallel=parallel), out_dir)
-    _report_grid(rows, f"seqvae bench ({suite}) -> {out_dir}", as_json)
+    _report_grid(rows, f"seqvae bench ({suite}) -> {out_dir}", as_json, fmt)
 
 
-def _report_grid(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
+def _report_grid(rows: list[dict[str, Any]], title: str, as_json: bool, fmt: str = "table") -> None:
     """Print the grid's rows (table or JSON); exit 1 when a cell failed. Only global rank 0 reports."""
     from seqvae.distributed import is_rank_zero
 
@@ -158,11 +160,11 @@ def _report_grid(rows: list[dict[str, Any]], title: str, as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps(rows) + "\n")
     else:
-        from seqvae.bench.report import results_table
+        from seqvae.bench.report import render_results
 
-        out.print(results_table(rows, title=title))
+        render_results(out, rows, title, fmt)
         rule = next((r["metrics"]["collapse_rule"] for r in rows if r.get("metrics")), None)
-        if rule:
+        if rule and fmt != "tsv":
             out.print(f"Collapse verdict: {rule}.")
     if any(r["status"] != "ok" for r in rows):
         raise typer.Exit(1)
@@ -186,7 +188,7 @@ def _check_parallel(parallel: int, configs: list[Any]) -> None:
 
 
 def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[bool], as_json: bool,
-                  parallel: int = 1) -> None:
+                  parallel: int = 1, fmt: str = "table") -> None:
     """``seqvae bench --resume OUT_DIR``: the stored grid again; finished cells kept, the others resumed."""
     from seqvae.bench.runner import read_grid, run_grid
 
@@ -199,7 +201,7 @@ def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[b
     log.info("resuming %d cell(s) in %s", len(configs), out_dir)
     rows = _interruptible(lambda: run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress),
                                            corpora=corpora, resume=True, parallel=parallel), out_dir)
-    _report_grid(rows, f"seqvae bench --resume {out_dir}", as_json)
+    _report_grid(rows, f"seqvae bench --resume {out_dir}", as_json, fmt)
 
 
 def _rerun(run_dir: Path, out_dir: Optional[Path], overwrite: bool, cache_dir: Optional[Path],

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Callable
 
 import typer
 
-from seqvae.cli._common import OUTPUT, AcceleratorOpt, DevicesOpt, _fail, _one_device, app, err, out
+from seqvae.cli._common import OUTPUT, AcceleratorOpt, DevicesOpt, _check_format, _fail, _one_device, app, err, out
 
 
 GENERATION = "Decoding"
@@ -33,6 +33,9 @@ DECODE_OPTIONS: dict[str, tuple[Any, str]] = {
 _FLAGS = {"mode": "--decode"}  # every other option's flag is its name with dashes
 SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice.", rich_help_panel=GENERATION)]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.", rich_help_panel=OUTPUT)]
+LinesFormatOpt = Annotated[str, typer.Option(
+    "--format", help="table, plain (one sentence per line: the output column) or tsv (every column, for scripts).",
+    rich_help_panel=OUTPUT)]
 RunArg = Annotated[Path, typer.Argument(help="A run folder (with checkpoint.pt) or a checkpoint file.")]
 
 
@@ -67,6 +70,7 @@ def decoding_command(fn: Callable[..., None]) -> Callable[..., None]:
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> None:
+        _check_format(kwargs.get("fmt", "table"))  # before the model is loaded
         options = {name: kwargs.pop(name) for name in DECODE_OPTIONS}
         fn(dcfg=_decode_config(options), **kwargs)
 
@@ -129,9 +133,19 @@ def _read_lines(source: str, cfg: Any) -> list[Any]:
     return text.sentences
 
 
-def _print(rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: str, as_json: bool, extra: dict) -> None:
+def _print(rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: str, as_json: bool, extra: dict,
+           fmt: str = "table") -> None:
+    """The rows as JSON, a table, ``plain`` (the last column only: one sentence per line) or ``tsv``."""
     if as_json:
         sys.stdout.write(json.dumps({**extra, "rows": rows}) + "\n")
+        return
+    if fmt == "plain":
+        sys.stdout.write("".join(f"{r[columns[-1][1]]}\n" for r in rows))
+        return
+    if fmt == "tsv":
+        lines = ["\t".join(head for head, _ in columns)]
+        lines += ["\t".join(str(r[key]).replace("\t", " ") for _, key in columns) for r in rows]
+        sys.stdout.write("\n".join(lines) + "\n")
         return
     from rich.table import Table
 
@@ -149,7 +163,8 @@ def sample(
     target: RunArg,
     n: Annotated[int, typer.Option("-n", "--num", help="Sentences to sample.")] = 10,
     dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
+    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Decode sentences from z drawn from the prior."""
     if n < 1:
@@ -163,7 +178,7 @@ def sample(
     ids = sample_prior(model, n, dcfg, _generator(device, seed))
     rows = [{"i": i + 1, "sentence": words(s, vocab)} for i, s in enumerate(ids)]
     _print(rows, [("#", "i"), ("sample", "sentence")], f"seqvae sample ({dcfg.mode})", as_json,
-           {"decode": dcfg.model_dump(), "seed": seed})
+           {"decode": dcfg.model_dump(), "seed": seed}, fmt)
 
 
 @app.command(epilog="Examples:\n\n  seqvae reconstruct runs/exp --input sentences.txt\n\n"
@@ -174,7 +189,8 @@ def reconstruct(
     input_: Annotated[str, typer.Option("--input", help="File with one sentence per line, or - for stdin.")] = "-",
     sample_z: Annotated[bool, typer.Option("--sample-z", help="Decode from a sample of q(z|x) instead of its mean.")] = False,
     dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
+    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Encode each sentence, decode it again, and show both."""
     device = _one_device(accelerator, devices)
@@ -185,7 +201,7 @@ def reconstruct(
     ids = rec(model, enc, vocab, dcfg, sample=sample_z, generator=_generator(device, seed))
     rows = [{"input": s, "reconstruction": words(r, vocab)} for s, r in zip(enc.sentences, ids)]
     _print(rows, [("input", "input"), ("reconstruction", "reconstruction")], "seqvae reconstruct", as_json,
-           {"unknown_words": enc.unknown, "z": "sample" if sample_z else "mean", "decode": dcfg.model_dump()})
+           {"unknown_words": enc.unknown, "z": "sample" if sample_z else "mean", "decode": dcfg.model_dump()}, fmt)
 
 
 @app.command(epilog="Example:\n\n  seqvae interpolate runs/exp \"the market fell\" \"stocks rose sharply\" --steps 8")
@@ -196,7 +212,8 @@ def interpolate(
     second: Annotated[str, typer.Argument(help="Sentence at a = 1.")],
     steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.")] = 8,
     dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
+    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Decode z(a) = (1 - a) z_1 + a z_2 between two sentences' posterior means (the homotopy)."""
     if steps < 2:
@@ -211,7 +228,7 @@ def interpolate(
     path = interp(model, enc, vocab, steps, dcfg, _generator(device, seed))
     rows = [{"a": f"{a:.3f}", "sentence": words(s, vocab)} for a, s in path]
     _print(rows, [("a", "a"), ("sentence", "sentence")], "seqvae interpolate", as_json,
-           {"inputs": [first, second], "unknown_words": enc.unknown, "decode": dcfg.model_dump()})
+           {"inputs": [first, second], "unknown_words": enc.unknown, "decode": dcfg.model_dump()}, fmt)
 
 
 @app.command(epilog="Example:\n\n  seqvae attribute runs/yelp --positive sentiment.dev.1 --negative sentiment.dev.0 "
@@ -224,7 +241,8 @@ def attribute(
     apply: Annotated[list[str], typer.Option("--apply", help="Sentence to shift (repeatable).")],
     scale: Annotated[float, typer.Option("--scale", help="z + scale * (mean z+ - mean z-).")] = 1.0,
     dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, accelerator: AcceleratorOpt = None, devices: DevicesOpt = None,
+    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
+    devices: DevicesOpt = None,
 ) -> None:
     """Compute an attribute vector (mean z of --positive minus mean z of --negative) and add it to sentences."""
     device = _one_device(accelerator, devices)
@@ -245,4 +263,4 @@ def attribute(
     _print(rows, [("input", "input"), ("reconstruction", "reconstruction"), (f"+ {scale:g} x vector", "shifted")],
            "seqvae attribute", as_json,
            {"vector_norm": float(vector.norm()), "n_positive": len(pos.ids), "n_negative": len(neg.ids),
-            "scale": scale, "unknown_words": enc.unknown, "decode": dcfg.model_dump()})
+            "scale": scale, "unknown_words": enc.unknown, "decode": dcfg.model_dump()}, fmt)

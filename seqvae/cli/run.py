@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from seqvae.cli._common import (
-    AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, EvalPrecisionOpt, NodesOpt, PrecisionOpt, ProgressOpt, ScaleLrOpt,
-    VerboseOpt, _batch, _check_before_writing, _fail, _hardware, _load_corpora, _one_device, _progress_wanted,
+    AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, EvalPrecisionOpt, FormatOpt, NodesOpt, PrecisionOpt, ProgressOpt, ScaleLrOpt,
+    VerboseOpt, _batch, _check_before_writing, _check_format, _fail, _hardware, _load_corpora, _one_device, _progress_wanted,
     _raw_config, _resolve_data_dir, _set_data_dir, _setup_logging, app, out,
 )
 from seqvae.cli.bench import INTERRUPTED
@@ -34,11 +34,13 @@ def train(
     precision: PrecisionOpt = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    fmt: FormatOpt = "table",
     progress: ProgressOpt = None,
     verbose: VerboseOpt = False,
 ) -> None:
     """Train and evaluate one model from a config file (or continue an interrupted run with --resume)."""
     _setup_logging(verbose)
+    _check_format(fmt)
     if resume is not None:
         if config is not None or sets or batch_size is not None or scale_lr is not None:
             _fail("--resume continues the run with its own config.json; drop --config/--set/--batch-size/--scale-lr")
@@ -91,9 +93,9 @@ def train(
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        from seqvae.bench.report import results_table
+        from seqvae.bench.report import render_results
 
-        out.print(results_table([result], title=f"seqvae train -> {out_dir}"))
+        render_results(out, [result], f"seqvae train -> {out_dir}", fmt)
 
 
 @app.command(
@@ -110,6 +112,7 @@ def eval_(
     data_dir: Annotated[Optional[Path], typer.Option("--data-dir", help="Read the corpus from here instead of the stored path.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    fmt: FormatOpt = "table",
     accelerator: AcceleratorOpt = None,
     devices: DevicesOpt = None,
     precision: EvalPrecisionOpt = None,
@@ -121,6 +124,7 @@ def eval_(
     (eval-<split>-k<K>-bf16.json with --precision bf16-mixed).
     """
     _setup_logging(verbose)
+    _check_format(fmt)
     if precision is not None and precision not in ("32-true", "bf16-mixed"):
         _fail(f"--precision must be 32-true or bf16-mixed, got '{precision}'")
     device = _one_device(accelerator, devices)
@@ -164,10 +168,11 @@ def eval_(
     if as_json:
         sys.stdout.write(json.dumps(result) + "\n")
     else:
-        from seqvae.bench.report import results_table
+        from seqvae.bench.report import render_results
 
-        out.print(results_table([result], title=f"seqvae eval {path} ({result['split']})"))
-        out.print(f"Collapse verdict: {result['metrics']['collapse_rule']}.")
+        render_results(out, [result], f"seqvae eval {path} ({result['split']})", fmt)
+        if fmt != "tsv":
+            out.print(f"Collapse verdict: {result['metrics']['collapse_rule']}.")
 
 
 # ------------------------------------------------------------------ generation and the latent space
