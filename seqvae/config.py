@@ -179,11 +179,30 @@ class TrainConfig(_Strict):
     early_stop: int | None = Field(
         None, ge=1, description="Stop after this many validations in a row without a new best (needs val_every).",
     )
+    loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
+        default_factory=list,
+        description="Lightning loggers besides the CSV log (logs/metrics.csv, always written): tensorboard "
+        "(logs/tensorboard), wandb (offline unless WANDB_MODE says otherwise), mlflow (./mlruns in the run folder).",
+    )
     keep: Literal["last", "best"] = Field(
         "last",
         description="Weights saved as checkpoint.pt: the last step's, or those of the best validation -ELBO "
         "(the final validation included). resume.ckpt always holds the last step's state.",
     )
+
+    @model_validator(mode="after")
+    def _loggers_installed(self) -> TrainConfig:
+        import importlib.util
+
+        needs = {"tensorboard": ("tensorboard", "tensorboardX"), "wandb": ("wandb",), "mlflow": ("mlflow",)}
+        for name in self.loggers:
+            if not any(importlib.util.find_spec(pkg) for pkg in needs[name]):
+                hint = "seqvae[tensorboard]" if name == "tensorboard" else needs[name][0]
+                raise ValueError(f"loggers: the {name} logger needs the {needs[name][-1]} package "
+                                 f"(pip install {hint})")
+        if len(set(self.loggers)) != len(self.loggers):
+            raise ValueError(f"loggers: each logger once (got {self.loggers})")
+        return self
 
     @model_validator(mode="after")
     def _recipe_needs_validation(self) -> TrainConfig:

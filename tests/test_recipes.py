@@ -143,3 +143,23 @@ def test_the_progress_bar_counts_steps_not_epochs_to_minus_two():
     assert bar._get_train_description(2) == "Epoch 3 of 13 (4,000 steps)"
     bar._trainer.num_training_batches = float("inf")  # an iterable of unknown length
     assert bar._get_train_description(0) == "Epoch 1 (4,000 steps)"
+
+
+def test_tensorboard_logger_writes_events_beside_the_csv(tmp_path):
+    """train.loggers: [tensorboard] (``--logger tensorboard``) adds TensorBoard event files; the CSV stays."""
+    pytest.importorskip("tensorboardX")
+    run_experiment(_cfg(max_steps=4, loggers=["tensorboard"], log_every=2), tmp_path / "run")
+    events = list((tmp_path / "run" / "logs" / "tensorboard").glob("events.out.tfevents.*"))
+    assert events and events[0].stat().st_size > 0
+    assert (tmp_path / "run" / "logs" / "metrics.csv").exists()
+
+
+def test_a_logger_whose_package_is_missing_is_a_config_error(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "mlflow" else real(name, *a))
+    with pytest.raises(ConfigError, match=r"train: .*the mlflow logger needs the mlflow package \(pip install mlflow\)"):
+        validate_experiment({"train": {"loggers": ["mlflow"]}})
+    with pytest.raises(ConfigError, match="train.loggers.0"):
+        validate_experiment({"train": {"loggers": ["neptune"]}})

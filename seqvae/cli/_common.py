@@ -83,6 +83,17 @@ FormatOpt = Annotated[str, typer.Option(
     rich_help_panel="Output")]
 
 
+LoggerOpt = Annotated[Optional[list[str]], typer.Option(
+    "--logger", help="Also log to tensorboard, wandb or mlflow (repeatable; sets train.loggers). The CSV log is always written.",
+    rich_help_panel="Output")]
+
+
+def _loggers(raw: dict[str, Any], loggers: Optional[list[str]]) -> None:
+    """Put ``--logger`` values into ``raw['train']['loggers']`` (validated with the rest of the config)."""
+    if loggers:
+        raw.setdefault("train", {})["loggers"] = list(loggers)
+
+
 def _check_format(fmt: str) -> str:
     if fmt not in ("table", "plain", "tsv"):
         _fail(f"--format must be table, plain or tsv, got '{fmt}'")

@@ -12,7 +12,7 @@ import typer
 
 from seqvae.cli._common import (
     COMPONENTS, HARDWARE, OUTPUT, TRAINING, AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, NodesOpt, PrecisionOpt,
-    FormatOpt, ScaleLrOpt, _batch, _check_format, _check_before_writing, _fail, _resolve_data_dir, _hardware, _load_corpora, _progress_wanted, _raw_config, _set_data_dir, _setup_logging,
+    FormatOpt, LoggerOpt, ScaleLrOpt, _batch, _check_format, _loggers, _check_before_writing, _fail, _resolve_data_dir, _hardware, _load_corpora, _progress_wanted, _raw_config, _set_data_dir, _setup_logging,
     app, log, out,
 )
 from seqvae.config import ConfigError, apply_overrides, validate_experiment
@@ -68,6 +68,7 @@ def bench(
     rerun: Annotated[Optional[Path], typer.Option("--rerun", help="Run a run folder's config again (into --out) and compare the metrics.", rich_help_panel=OUTPUT)] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON array.", rich_help_panel=OUTPUT)] = False,
     fmt: FormatOpt = "table",
+    logger: LoggerOpt = None,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Validate and print the grid, run nothing.", rich_help_panel=OUTPUT)] = False,
     cache_dir: Annotated[Optional[Path], typer.Option("--cache-dir", help="Cache of generated data ($SEQVAE_CACHE).", rich_help_panel=OUTPUT)] = None,
     progress: Annotated[Optional[bool], typer.Option("--progress/--no-progress", help="Progress bars (default: on a terminal).", rich_help_panel=OUTPUT)] = None,
@@ -85,7 +86,7 @@ def bench(
                                   ("--iw-samples", iw_samples), ("--config", config),
                                   ("--set", sets), ("--accelerator", accelerator), ("--devices", devices),
                                   ("--num-nodes", num_nodes), ("--distributed", distributed),
-                                  ("--precision", precision)) if v]
+                                  ("--precision", precision), ("--logger", logger)) if v]
     if resume is not None or rerun is not None:
         if resume is not None and rerun is not None:
             _fail("--resume and --rerun exclude each other")
@@ -108,6 +109,7 @@ def bench(
         if iw_samples is not None:
             raw.setdefault("eval", {})["iw_samples"] = iw_samples
         _batch(raw, batch_size, scale_lr)
+        _loggers(raw, logger)
         _hardware(raw, accelerator, devices, num_nodes, distributed, precision)
         from seqvae.bench.grid import expand_grid
 

@@ -10,8 +10,8 @@ from typing import Annotated, Optional
 import typer
 
 from seqvae.cli._common import (
-    AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, EvalPrecisionOpt, FormatOpt, NodesOpt, PrecisionOpt, ProgressOpt, ScaleLrOpt,
-    VerboseOpt, _batch, _check_before_writing, _check_format, _fail, _hardware, _load_corpora, _one_device, _progress_wanted,
+    AcceleratorOpt, BatchOpt, DevicesOpt, DistOpt, EvalPrecisionOpt, FormatOpt, LoggerOpt, NodesOpt, PrecisionOpt, ProgressOpt, ScaleLrOpt,
+    VerboseOpt, _batch, _check_before_writing, _check_format, _loggers, _fail, _hardware, _load_corpora, _one_device, _progress_wanted,
     _raw_config, _resolve_data_dir, _set_data_dir, _setup_logging, app, out,
 )
 from seqvae.cli.bench import INTERRUPTED
@@ -27,6 +27,7 @@ def train(
     resume: Annotated[Optional[Path], typer.Option("--resume", help="Continue the interrupted run in this folder (its own config).")] = None,
     batch_size: BatchOpt = None,
     scale_lr: ScaleLrOpt = None,
+    logger: LoggerOpt = None,
     accelerator: AcceleratorOpt = None,
     devices: DevicesOpt = None,
     num_nodes: NodesOpt = None,
@@ -42,8 +43,8 @@ def train(
     _setup_logging(verbose)
     _check_format(fmt)
     if resume is not None:
-        if config is not None or sets or batch_size is not None or scale_lr is not None:
-            _fail("--resume continues the run with its own config.json; drop --config/--set/--batch-size/--scale-lr")
+        if config is not None or sets or batch_size is not None or scale_lr is not None or logger:
+            _fail("--resume continues the run with its own config.json; drop --config/--set/--batch-size/--scale-lr/--logger")
         from seqvae.run_dir import RunDir
 
         stored = RunDir(resume).config_file
@@ -56,6 +57,7 @@ def train(
         raw = _raw_config(config, [], None)
         if resume is None:
             _batch(raw, batch_size, scale_lr)
+            _loggers(raw, logger)
         raw = _resolve_data_dir(apply_overrides(raw, list(sets or [])))
         if resume is None:
             _hardware(raw, accelerator, devices, num_nodes, distributed, precision)

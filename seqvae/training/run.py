@@ -176,6 +176,30 @@ def run_experiment(
     return result
 
 
+def _loggers(cfg: ExperimentConfig, rd: RunDir) -> list[Any]:
+    """The CSV log (always: the curves, the plots and resume read it) and the loggers of ``train.loggers``."""
+    # rows reach metrics.csv at the end of the step that logs them, so a kill loses none that a resume keeps
+    loggers: list[Any] = [CSVLogger(str(rd.path), name=rd.LOGS, version="", flush_logs_every_n_steps=1)]
+    for name in cfg.train.loggers:
+        if name == "tensorboard":
+            from lightning.pytorch.loggers import TensorBoardLogger
+
+            loggers.append(TensorBoardLogger(str(rd.path), name=rd.LOGS, version="tensorboard", default_hp_metric=False))
+        elif name == "wandb":
+            import os
+
+            from lightning.pytorch.loggers import WandbLogger
+
+            os.environ.setdefault("WANDB_MODE", "offline")  # no network unless the user asks for it
+            loggers.append(WandbLogger(save_dir=str(rd.path), name=rd.path.name, project="seqvae"))
+        elif name == "mlflow":
+            from lightning.pytorch.loggers import MLFlowLogger
+
+            loggers.append(MLFlowLogger(experiment_name="seqvae", run_name=rd.path.name,
+                                        tracking_uri=(rd.path / "mlruns").resolve().as_uri()))
+    return loggers
+
+
 def _check_splits(cfg: ExperimentConfig, corpus: Corpus) -> None:
     """The splits ``cfg`` needs are in ``corpus`` (checked before the run folder is touched)."""
     have = ", ".join(corpus.splits)
@@ -224,8 +248,7 @@ def _train(
         precision=t.precision,
         max_steps=t.max_steps,
         max_epochs=-1,
-        # rows reach metrics.csv at the end of the step that logs them, so a kill loses none that a resume keeps
-        logger=CSVLogger(str(run_dir), name=rd.LOGS, version="", flush_logs_every_n_steps=1),
+        logger=_loggers(cfg, rd),
         callbacks=callbacks,
         enable_checkpointing=False,
         enable_progress_bar=progress,
