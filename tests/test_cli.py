@@ -356,3 +356,17 @@ def test_every_command_help_is_clean_and_every_option_explained():
         checked += len(options)
     assert checked > 60  # the check saw the options (bench alone has over 30)
     assert seen == 10  # bench, train, eval, 4 generation commands, plugins list/show, config schema
+
+
+def test_a_grid_gives_every_decoder_the_suites_settings():
+    """``--decoder lstm --decoder gru``: the suite's decoder dropout (0.5 in and out) holds for both, not
+    only for the suite's own LSTM; fields a component lacks are left out; --set still wins."""
+    res = runner.invoke(app, ["bench", "--decoder", "lstm", "--decoder", "gru", "--decoder", "dilated-cnn",
+                              "--dry-run", "--json"])
+    assert res.exit_code == 0, res.output
+    lstm, gru, cnn = (c["decoder"] for c in json.loads(res.stdout))
+    assert lstm["embed_dropout"] == gru["embed_dropout"] == cnn["embed_dropout"] == 0.5
+    assert lstm["output_dropout"] == gru["output_dropout"] == 0.5
+    assert cnn["dropout"] == 0.0  # its own field, which the suite does not set, keeps its default
+    res = runner.invoke(app, ["bench", "--decoder", "gru", "--set", "decoder.embed_dropout=0.1", "--dry-run", "--json"])
+    assert json.loads(res.stdout)[0]["decoder"]["embed_dropout"] == 0.1
