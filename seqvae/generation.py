@@ -229,11 +229,27 @@ def latent_means(model: SequenceVAE, text: EncodedText, vocab: Vocab, sample: bo
 
 
 def sample_prior(model: SequenceVAE, n: int, cfg: DecodeConfig | None = None,
-                 generator: torch.Generator | None = None) -> list[list[int]]:
-    """``n`` sentences decoded from z ~ p(z)."""
+                 generator: torch.Generator | None = None, *, seed: int | None = None) -> list[list[int]]:
+    """``n`` sentences decoded from z ~ p(z).
+
+    With ``seed``, sample ``i`` draws its z (and, for the sampling modes, its words) from its own
+    generator seeded by ``(seed, i)``: sample ``i`` is the same whatever ``n`` is (``seqvae sample``
+    uses this). Otherwise every draw comes from ``generator`` in turn.
+    """
+    cfg = cfg or DecodeConfig()
+    if seed is None:
+        with torch.no_grad():
+            z = model.prior.sample(n, generator=generator)
+        return decode(model, z, cfg, generator)
+    from seqvae.metrics import batch_generator
+
+    device = next(model.parameters()).device
+    gens = [batch_generator(seed, i, device) for i in range(n)]
     with torch.no_grad():
-        z = model.prior.sample(n, generator=generator)
-    return decode(model, z, cfg, generator)
+        z = torch.cat([model.prior.sample(1, generator=g) for g in gens])  # n d
+    if cfg.mode in ("greedy", "beam"):  # the words depend on z only: decode all rows at once
+        return decode(model, z, cfg)
+    return [decode(model, z[i : i + 1], cfg, gens[i])[0] for i in range(n)]
 
 
 def reconstruct(model: SequenceVAE, text: EncodedText, vocab: Vocab, cfg: DecodeConfig | None = None,

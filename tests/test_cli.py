@@ -370,3 +370,11 @@ def test_a_grid_gives_every_decoder_the_suites_settings():
     assert cnn["dropout"] == 0.0  # its own field, which the suite does not set, keeps its default
     res = runner.invoke(app, ["bench", "--decoder", "gru", "--set", "decoder.embed_dropout=0.1", "--dry-run", "--json"])
     assert json.loads(res.stdout)[0]["decoder"]["embed_dropout"] == 0.1
+
+
+def test_plugins_show_says_when_a_name_has_several_kinds():
+    res = runner.invoke(app, ["plugins", "show", "lstm"])
+    assert res.exit_code == 0 and "'lstm' names 2 components (encoder, decoder)" in res.output
+    assert "encoder lstm" in res.output and "decoder lstm" in res.output
+    res = runner.invoke(app, ["plugins", "show", "lstm", "--kind", "decoder"])
+    assert "names 2 components" not in res.output and "encoder lstm" not in res.output

@@ -72,6 +72,16 @@ def test_sampling_strategies_differ_across_seeds_and_greedy_equivalents():
     assert decode(model, z, DecodeConfig(mode="top-p", top_p=1e-6), torch.Generator().manual_seed(5)) == greedy
 
 
+@pytest.mark.parametrize("mode", ["sample", "top-k", "greedy"])
+def test_sample_i_does_not_depend_on_how_many_are_drawn(mode):
+    """``seqvae sample -n 3`` and ``-n 8`` at one seed share their first three sentences."""
+    model = tiny(seed=1)
+    cfg = DecodeConfig(mode=mode, top_k=5)
+    three, eight = sample_prior(model, 3, cfg, seed=7), sample_prior(model, 8, cfg, seed=7)
+    assert eight[:3] == three
+    assert sample_prior(model, 8, cfg, seed=8) != eight  # the seed matters
+
+
 @pytest.mark.parametrize("decoder", ["lstm", "gru", "dilated-cnn"])
 def test_beam_width_one_equals_greedy(decoder):
     model = tiny(decoder, seed=2)

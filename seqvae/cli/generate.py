@@ -175,7 +175,7 @@ def sample(
         _fail(f"{target}: a language-model baseline has no latent to sample from")
     from seqvae.generation import sample_prior, words
 
-    ids = sample_prior(model, n, dcfg, _generator(device, seed))
+    ids = sample_prior(model, n, dcfg, seed=seed)  # sample i does not depend on -n
     rows = [{"i": i + 1, "sentence": words(s, vocab)} for i, s in enumerate(ids)]
     _print(rows, [("#", "i"), ("sample", "sentence")], f"seqvae sample ({dcfg.mode})", as_json,
            {"decode": dcfg.model_dump(), "seed": seed}, fmt)

@@ -71,6 +71,9 @@ def plugins_show(
         close = difflib.get_close_matches(name, every, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""
         _fail(f"No component named '{name}'.{hint} `seqvae plugins list` shows them all.")
+    if len(kinds) > 1 and not as_json:  # never pick one silently: say that there are several
+        err.print(f"'{name}' names {len(kinds)} components ({', '.join(kinds)}); all are shown, --kind picks one",
+                  highlight=False)
     infos = []
     for k in kinds:
         try:
