@@ -163,3 +163,12 @@ def test_a_logger_whose_package_is_missing_is_a_config_error(monkeypatch):
         validate_experiment({"train": {"loggers": ["mlflow"]}})
     with pytest.raises(ConfigError, match="train.loggers.0"):
         validate_experiment({"train": {"loggers": ["neptune"]}})
+
+
+def test_a_short_run_still_writes_a_training_curve_and_its_plot(tmp_path):
+    """A 20-step run with log_every 50 logs every 2 steps: 10 window means and training.png."""
+    res = run_experiment(_cfg(max_steps=20, log_every=50), tmp_path / "run")
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as f:
+        steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
+    assert steps == list(range(1, 20, 2))  # Lightning's 0-based step of every second step
+    assert "training.png" in res["plots"]

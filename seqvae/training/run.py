@@ -253,7 +253,7 @@ def _train(
         enable_checkpointing=False,
         enable_progress_bar=progress,
         enable_model_summary=False,
-        log_every_n_steps=t.log_every,
+        log_every_n_steps=t.log_interval,
         # every val_every steps (counted across epochs), and once at the end below; never without val_every
         val_check_interval=t.val_every or t.max_steps + 1,
         check_val_every_n_epoch=None,

@@ -147,13 +147,13 @@ class VAESystem(L.LightningModule):
     def _log_window(self, out: Any, values: torch.Tensor, batch_size: int) -> None:
         """Log the mean of each training term over the steps since the last logged one.
 
-        Every ``train.log_every`` steps (Lightning writes logged values on exactly those steps) and on
+        Every ``train.log_interval`` steps (Lightning writes logged values on exactly those steps) and on
         the last step; a single batch of length-bucketed data is far too noisy to read a curve from.
         The running sums are kept on the device (no host sync) and travel in ``resume.ckpt``.
         """
         self._window.add(values)
         step = self.global_step
-        if (step + 1) % self.cfg.train.log_every != 0 and step + 1 != self.cfg.train.max_steps:
+        if (step + 1) % self.cfg.train.log_interval != 0 and step + 1 != self.cfg.train.max_steps:
             return
         mean = self._window.take()
         self.log_dict({f"train/{k}": v for k, v in zip(out.terms, mean)}, on_step=True, on_epoch=False,
@@ -164,7 +164,7 @@ class VAESystem(L.LightningModule):
         """Stop the run at the first NaN/inf loss, naming the step and the last finite terms.
 
         The first bad step and the last finite terms are tracked on the device; the host looks at
-        them every step on CPU (free) and every ``train.log_every`` steps on an accelerator, so
+        them every step on CPU (free) and every ``train.log_interval`` steps on an accelerator, so
         training has no per-step host synchronisation there. The message is the same either way.
         Returns the step's terms stacked (``n terms``, in ``out.terms`` order) for the logging window.
         """
@@ -182,7 +182,7 @@ class VAESystem(L.LightningModule):
         last_step = torch.where(ok, torch.full_like(last_step, step), last_step)
         bad_values = torch.where(bad & (first_bad == step), values, bad_values)
         self._last_finite = (first_bad, last_values, last_step, bad_values)
-        if values.device.type != "cpu" and (step + 1) % self.cfg.train.log_every != 0:
+        if values.device.type != "cpu" and (step + 1) % self.cfg.train.log_interval != 0:
             return values
         if int(first_bad) < 0:
             return values
