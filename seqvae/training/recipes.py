@@ -12,6 +12,7 @@ the best weights included, travels in ``resume.ckpt``, so a resumed run takes th
 
 from __future__ import annotations
 
+import logging
 import math
 from typing import Any
 
@@ -21,6 +22,8 @@ import torch
 from seqvae.config import TrainConfig
 
 __all__ = ["ValidationRecipe"]
+
+log = logging.getLogger(__name__)
 
 METRIC = "val/neg_elbo"
 
@@ -66,9 +69,14 @@ class ValidationRecipe(L.Callback):
             self.bad = 0
             for group in optimizer.param_groups:
                 group["lr"] *= decay.factor
-            if decay.restore_best and self.best_state is not None:
+            restored = decay.restore_best and self.best_state is not None
+            if restored:
                 pl_module.model.load_state_dict(self.best_state)
                 optimizer.state.clear()  # a fresh optimizer state for the restored weights
+            log.info("step %d: no new best -ELBO in %d validations (best %.3f at step %d); learning rate x %g -> %.3g%s "
+                     "(decay %d of %d)", step, decay.patience, self.best, self.best_step, decay.factor,
+                     optimizer.param_groups[0]["lr"], ", best weights restored" if restored else "", self.decays,
+                     decay.max_decays)
             if self.decays >= decay.max_decays:
                 self.stop(trainer, f"{self.decays} learning-rate decays at step {step}")
         if self.cfg.early_stop is not None and self.bad >= self.cfg.early_stop:
