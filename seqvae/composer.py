@@ -1,4 +1,4 @@
-"""From a validated config to a model (the grid of configs is :mod:`seqvae.bench.grid`'s)."""
+"""From a validated config to a model (the grid of configs is [`seqvae.bench.grid`][seqvae.bench.grid]'s)."""
 
 from __future__ import annotations
 
@@ -29,7 +29,7 @@ def build_context(cfg: ExperimentConfig, vocab: Vocab) -> BuildContext:
 
 
 def build_model(cfg: ExperimentConfig, vocab: Vocab) -> SequenceVAE:
-    """Build the :class:`SequenceVAE` that ``cfg`` names, through the registries."""
+    """Build the ``SequenceVAE`` that ``cfg`` names, through the registries."""
     ctx = build_context(cfg, vocab)
 
     def make(kind: str, spec: Any) -> Any:

@@ -44,7 +44,7 @@ __all__ = [
 ]
 
 
-#: Where each component sits in an :class:`ExperimentConfig` -> its registry kind. The one table of
+#: Where each component sits in an ``ExperimentConfig`` -> its registry kind. The one table of
 #: slots: the config's checks, provenance, the JSON Schema and the catalogue all read it.
 SLOTS: dict[str, str] = {"encoder": "encoder", "decoder": "decoder", "prior": "prior", "schedule": "schedule",
                          "regularizers": "regularizer", "strategy": "strategy", "data.dataset": "dataset"}
@@ -276,7 +276,7 @@ class ExperimentConfig(_Strict):
         return self
 
     def components(self) -> list[tuple[str, str, ComponentConfig]]:
-        """(path, registry kind, config) of every component, in :data:`SLOTS` order.
+        """(path, registry kind, config) of every component, in ``SLOTS`` order.
 
         The path is where the component sits in the config: ``decoder``, ``regularizers.0``, ``data.dataset``.
         """
@@ -420,7 +420,7 @@ def _set(node: Any, part: str, value: Any, item: str) -> None:
 
 
 def validate_experiment(raw: dict[str, Any], source: str = "config") -> ExperimentConfig:
-    """Validate a raw dict into an :class:`ExperimentConfig`.
+    """Validate a raw dict into an ``ExperimentConfig``.
 
     Raises:
         ConfigError: listing every error with its path.

@@ -1,10 +1,10 @@
 """Decoding and the latent space: samples, reconstructions, interpolations, attribute vectors.
 
-Every function takes a trained :class:`~seqvae.model.SequenceVAE` and works in ``eval()`` mode with
+Every function takes a trained [`SequenceVAE`][seqvae.model.SequenceVAE] and works in ``eval()`` mode with
 gradients off. Decoding is batched and stops at ``<eos>`` or ``max_length``; randomness comes only
 from the ``generator`` passed in, so a fixed seed gives the same text.
 
-Decoding strategies (:class:`DecodeConfig`):
+Decoding strategies (``DecodeConfig``):
 
 * ``greedy``: the most likely word at every step;
 * ``sample``: ancestral sampling from softmax(logits / temperature);
@@ -71,7 +71,7 @@ class EncodedText:
     unknown: int
 
     def batch(self, vocab: Vocab) -> Batch:
-        """The sentences as a padded :class:`Batch` (input order kept)."""
+        """The sentences as a padded ``Batch`` (input order kept)."""
         from seqvae.data.corpus import TokenStore
 
         return TokenStore.from_lists(self.ids).batch(torch.arange(len(self.ids)), vocab)

@@ -3,7 +3,7 @@
 Shapes use einops letters: ``b`` batch, ``t`` time, ``v`` vocabulary, ``d`` latent, ``k`` samples.
 
 Every component is built as ``Component(config, ctx)``: ``config`` is the component's own nested
-pydantic ``Config`` (extra fields forbidden) and ``ctx`` a :class:`BuildContext` carrying the sizes
+pydantic ``Config`` (extra fields forbidden) and ``ctx`` a ``BuildContext`` carrying the sizes
 that components share.
 """
 
@@ -131,12 +131,12 @@ class KL(NamedTuple):
 
 @dataclass
 class VAEOutput:
-    """What one forward pass of :class:`seqvae.model.SequenceVAE` returns.
+    """What one forward pass of [`SequenceVAE`][seqvae.model.SequenceVAE] returns.
 
     ``rec`` and ``kl`` are per sentence (``b``); ``kl`` is the raw KL (regularizers such as free bits
     change only ``loss``). ``terms`` holds every scalar that entered ``loss``. ``logits`` (``b t v``)
     is None when the decoder exposes an ``output_layer``: the vocabulary layer and the loss then run
-    fused (:func:`seqvae.fused_ce.linear_cross_entropy`) and the full logits are never made.
+    fused ([`linear_cross_entropy`][seqvae.fused_ce.linear_cross_entropy]) and the full logits are never made.
     """
 
     loss: Tensor
@@ -164,11 +164,11 @@ class _Component:
 
 
 class Encoder(nn.Module, _Component, ABC):
-    """q(z|x): ``forward(tokens: b t, lengths: b) -> Posterior``, normally a :class:`DiagonalGaussian`.
+    """q(z|x): ``forward(tokens: b t, lengths: b) -> Posterior``, normally a ``DiagonalGaussian``.
 
     Padding must not change the result: a sentence encodes the same alone or in a padded batch.
     An encoder that can read embeddings directly (the VampPrior's pseudo-inputs) also implements
-    :meth:`forward_embeddings`.
+    ``forward_embeddings``.
     """
 
     #: False for the ``none`` encoder of the language-model baseline: the model then has no latent
@@ -189,7 +189,7 @@ class Encoder(nn.Module, _Component, ABC):
 
     @classmethod
     def reads_embeddings(cls) -> bool:
-        """Whether :meth:`forward_embeddings` is implemented."""
+        """Whether ``forward_embeddings`` is implemented."""
         return cls.forward_embeddings is not Encoder.forward_embeddings
 
 
@@ -235,21 +235,21 @@ class Decoder(nn.Module, _Component, ABC):
         """The final ``Linear`` from features to logits, when the decoder ends in one; default None.
 
         When given, training and evaluation compute the vocabulary layer and the cross-entropy as
-        one fused, blocked operation on the real positions from :meth:`forward_features` (faster,
+        one fused, blocked operation on the real positions from ``forward_features`` (faster,
         and no ``b t v`` tensor). Optional: a decoder without it is trained and evaluated from
         ``forward``'s logits.
         """
         return None
 
     def forward_features(self, inputs: Tensor, z: Tensor, lengths: Tensor) -> Tensor:
-        """The features ``b t h`` that :meth:`output_layer` maps to ``forward``'s logits (when it is not None)."""
+        """The features ``b t h`` that ``output_layer`` maps to ``forward``'s logits (when it is not None)."""
         raise NotImplementedError(f"{type(self).__name__} has no output_layer()")
 
 
 class Prior(nn.Module, _Component, ABC):
     """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``.
 
-    The prior also picks the latent family: :meth:`adapt_posterior` turns what the encoder returns
+    The prior also picks the latent family: ``adapt_posterior`` turns what the encoder returns
     into the posterior this prior works with (identity for Gaussian priors; the ``vmf`` prior makes a
     von Mises-Fisher posterior from the Gaussian's mean direction).
     """
@@ -337,8 +337,8 @@ class DatasetBuilder(_Component, ABC):
 class Strategy(_Component):
     """How the training loop drives the model (registry kind ``strategy``); do-nothing defaults.
 
-    ``VAESystem`` calls :meth:`on_train_start` once, :meth:`beta` and :meth:`before_step` on every
-    optimizer step (``step`` counts optimizer steps from 0) and :meth:`before_optimizer_step` after
+    ``VAESystem`` calls ``on_train_start`` once, ``beta`` and ``before_step`` on every
+    optimizer step (``step`` counts optimizer steps from 0) and ``before_optimizer_step`` after
     the backward pass. The standard loop is the ``standard`` strategy; aggressive encoder training
     and autoencoder pretraining are others.
     """
@@ -366,10 +366,10 @@ class Strategy(_Component):
     def state_dict(self) -> dict[str, Any]:
         """Everything a resumed run needs to continue exactly (tensors and plain types only).
 
-        Saved in the resumable checkpoint; :meth:`load_state_dict` gets it back after
-        :meth:`on_train_start` of the resumed run. Default: empty (a stateless strategy).
+        Saved in the resumable checkpoint; ``load_state_dict`` gets it back after
+        ``on_train_start`` of the resumed run. Default: empty (a stateless strategy).
         """
         return {}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore what :meth:`state_dict` returned. Default: nothing."""
+        """Restore what ``state_dict`` returned. Default: nothing."""

@@ -18,7 +18,7 @@
 * ``shuffle_gap``: the rise in reconstruction NLL (nats/sentence) when each sentence is decoded from
   the z of another sentence of its batch (z rolled by one position): about 0 when the decoder
   ignores z.
-* ``collapsed``: ``au == 0 or kl < collapse_kl`` (see :data:`COLLAPSE_RULE`); ``None`` for a model
+* ``collapsed``: ``au == 0 or kl < collapse_kl`` (see ``COLLAPSE_RULE``); ``None`` for a model
   without latent (the language-model baseline), where collapse has no meaning.
 
 For a model without latent (``latent_dim = 0``) -ELBO is the exact NLL; IW-NLL is then computed with
@@ -83,7 +83,7 @@ def mutual_information(
     mi_batch_size: int = 32,
     device: torch.device | str | None = None,
 ) -> float:
-    """The batch-mixture MI (as in :func:`evaluate`) alone: the encoder only, no decoder pass.
+    """The batch-mixture MI (as in ``evaluate``) alone: the encoder only, no decoder pass.
 
     Used to decide when aggressive encoder training ends. Runs in eval mode and restores the mode.
     """
@@ -169,7 +169,7 @@ def _save_partial(path: str | Path, key: str, acc: dict[str, Any]) -> None:
 
 
 def batch_generator(seed: int, index: int, device: torch.device | str = "cpu") -> torch.Generator:
-    """The generator that :func:`evaluate` draws batch ``index``'s noise from (seeded by ``seed`` and ``index``)."""
+    """The generator that ``evaluate`` draws batch ``index``'s noise from (seeded by ``seed`` and ``index``)."""
     return torch.Generator(device=device).manual_seed(seed * 1_000_003 + index)
 
 

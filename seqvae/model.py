@@ -34,7 +34,7 @@ def blocked_token_nll(
     """Token cross-entropy ``b t`` (0 at padding) of ``layer(features)`` for ``features: b t h``, ``targets: b t``.
 
     Only the positions whose target is not ``pad_id`` are computed, through
-    :func:`seqvae.fused_ce.linear_cross_entropy` (``block`` rows at a time, no ``b t v`` tensor,
+    [`linear_cross_entropy`][seqvae.fused_ce.linear_cross_entropy] (``block`` rows at a time, no ``b t v`` tensor,
     differentiable, in the autocast dtype under autocast).
     """
     b, t, _ = features.shape
@@ -92,7 +92,7 @@ class SequenceVAE(nn.Module):
 
         With a decoder that exposes its ``output_layer``, the vocabulary layer and the
         cross-entropy are one fused, blocked operation on the real positions only
-        (:func:`seqvae.fused_ce.linear_cross_entropy`): no ``b t v`` logits exist, so None is returned
+        ([`linear_cross_entropy`][seqvae.fused_ce.linear_cross_entropy]): no ``b t v`` logits exist, so None is returned
         for them. Other decoders give logits and the plain masked cross-entropy.
         """
         layer = self.decoder.output_layer()

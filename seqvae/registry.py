@@ -4,16 +4,16 @@ Every component kind has one entry-point group (``seqvae.encoders``, ``seqvae.de
 entry-point name is the component name; built-ins are declared in seqvae's own ``pyproject.toml`` the
 same way a third-party package declares its plugins.
 
-Rules (see ``design.md`` section 4):
+Rules (the "Registry and plugins" section of ``docs/concepts/architecture.md``):
 
 * Listing reads package metadata only; a component is imported on first use. This module never
   imports torch.
 * A plugin that fails to import (or breaks the contract) is marked broken; every other name keeps
-  working. Using a broken name raises :class:`PluginLoadError` naming the package and the cause.
-* Unknown names raise :class:`UnknownComponentError` with a did-you-mean suggestion.
+  working. Using a broken name raises ``PluginLoadError`` naming the package and the cause.
+* Unknown names raise ``UnknownComponentError`` with a did-you-mean suggestion.
 * Identical duplicates (the same package seen twice, e.g. an editable install) merge silently.
-* A plugin cannot shadow a built-in: the built-in wins and a :class:`RegistryWarning` is issued.
-* Two plugins declaring one name: using the bare name raises :class:`AmbiguousComponentError` that
+* A plugin cannot shadow a built-in: the built-in wins and a ``RegistryWarning`` is issued.
+* Two plugins declaring one name: using the bare name raises ``AmbiguousComponentError`` that
   lists the ``dist:name`` aliases to choose from. Never "first on sys.path wins".
 """
 
@@ -300,7 +300,7 @@ class Registry:
         """Import and return the component class registered as ``name``.
 
         Raises:
-            UnknownComponentError, AmbiguousComponentError: see :meth:`resolve`.
+            UnknownComponentError, AmbiguousComponentError: see ``resolve``.
             PluginLoadError: importing the entry point failed, or it breaks the contract.
         """
         return self._load(self.resolve(name))

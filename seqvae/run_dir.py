@@ -13,7 +13,7 @@ One run of one config lives in one folder::
     training.png, latent.png               plots
 
 A grid (``seqvae bench``) is a folder of run folders plus ``grid.json`` (every cell's config)
-and ``results.jsonl`` (one row per finished cell). :class:`RunDir` is the only code that knows these
+and ``results.jsonl`` (one row per finished cell). ``RunDir`` is the only code that knows these
 names; the training, the grid runner, the CLI and the benchmark scripts ask it.
 """
 
@@ -47,7 +47,7 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, data: Any, indent: int | None = 2) -> None:
-    """``data`` as JSON at ``path``, atomically (see :func:`atomic_write_text`)."""
+    """``data`` as JSON at ``path``, atomically (see ``atomic_write_text``)."""
     atomic_write_text(path, json.dumps(data, indent=indent))
 
 

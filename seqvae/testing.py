@@ -72,7 +72,7 @@ def _assert_grads(module: torch.nn.Module, what: str) -> None:
 def check_registry_metadata(kind: str, name: str) -> None:
     """The entry point is sound: a valid lower-case name, a package and version, status ``ok``, a
     subclass of the kind's base class with a docstring, and a nested ``Config`` (a
-    :class:`~seqvae.config.ComponentConfig`) whose ``kind`` field accepts the name."""
+    [`ComponentConfig`][seqvae.config.ComponentConfig]) whose ``kind`` field accepts the name."""
     import importlib
     import re
 

@@ -64,7 +64,7 @@ CONVERGED_ROWS = {
 }
 ARTIFACTS = RunDir.SMALL_ARTIFACTS
 
-# Published PTB test numbers (see shared/reference/verified-numbers.md for the sources and tags).
+# Published PTB test numbers (the page names the papers and READMEs they come from).
 PUBLISHED = [
     ("LSTM-LM (Optimus Table 8 reprint)", "exact NLL", "101.04", "-", "100.47", "-", "-"),
     ("VAE + monotonic annealing (Optimus T8)", "IW (He et al. protocol)", "101.28 (-ELBO)", "0.0", "101.40", "0.0", "0"),
@@ -233,8 +233,9 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "",
         "## Published PTB test numbers",
         "",
-        "From `shared/reference/verified-numbers.md`; the second column says whether the number is an",
-        "ELBO bound or importance-weighted. Compare NLL per sentence; PPL only where EOS is counted the same way.",
+        "Sources: Optimus (C. Li et al., EMNLP 2020, [arXiv:2004.04092](https://arxiv.org/abs/2004.04092)), appendix Table 8, which reprints the earlier papers' PTB numbers; B. Li et al. 2019 ([arXiv:1909.00868](https://arxiv.org/abs/1909.00868)); the `examples/vae_text` READMEs of [texar-pytorch](https://github.com/asyml/texar-pytorch) and [texar](https://github.com/asyml/texar); [Sentence-VAE](https://github.com/timbmg/Sentence-VAE); Bowman et al. 2016 ([arXiv:1511.06349](https://arxiv.org/abs/1511.06349)).",
+        "The second column says whether the number is an ELBO bound or importance-weighted. Compare NLL per",
+        "sentence; PPL only where EOS is counted the same way.",
         "",
         "| model (source) | NLL kind | NLL | KL | PPL | MI | AU |",
         "|---|---|---:|---:|---:|---:|---:|",

@@ -122,7 +122,7 @@ def main(argv: list[str] | None = None) -> int:
         f"IW-NLL with K = {args.iw_samples}, PTB test split). The commands:",
         "",
         "```bash",
-        *[cmd.replace(str(args.data_dir), "../shared/data/ptb") for _, (_, cmd) in runs.items()],
+        *[cmd.replace(str(args.data_dir), "data/ptb") for _, (_, cmd) in runs.items()],
         "```",
         "",
         "**1. Without annealing the KL collapses; with sigmoid annealing it rises while beta is near 0, "

@@ -32,7 +32,7 @@ def dataset_key(cfg: ExperimentConfig) -> str:
 
 def finished_result(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any] | None:
     """The ``result.json`` of a finished run of ``cfg`` in ``run_dir``; None if absent, failed or another config
-    (see :meth:`seqvae.run_dir.RunDir.finished_result`)."""
+    (see [`finished_result`][seqvae.run_dir.RunDir.finished_result])."""
     return RunDir(run_dir).finished_result(cfg)
 
 
@@ -64,7 +64,7 @@ def read_grid(out_dir: str | Path) -> list[ExperimentConfig]:
 def load_corpora(
     configs: list[ExperimentConfig], cache_dir: str | Path | None = None, corpora: dict[str, Any] | None = None
 ) -> dict[str, Any]:
-    """Each distinct data set of ``configs`` loaded once, keyed by :func:`dataset_key` (``corpora`` is filled in).
+    """Each distinct data set of ``configs`` loaded once, keyed by ``dataset_key`` (``corpora`` is filled in).
 
     Raises:
         seqvae.data.corpora.CorpusError: bad corpus input, naming the file and line.
@@ -126,7 +126,7 @@ def run_cell(
     corpus: Any = None, resume: bool = False,
 ) -> dict[str, Any]:
     """One grid cell: its result row, or a ``status: failed`` row with the cause (never raises, but
-    :class:`seqvae.training.RunInterrupted`, which stops the whole grid)."""
+    ``seqvae.training.RunInterrupted``, which stops the whole grid)."""
     from seqvae.training import RunInterrupted, run_experiment
 
     try:
@@ -172,8 +172,8 @@ def run_grid(
     The grid is written to ``grid.json`` first, so ``seqvae bench --resume OUT_DIR`` can find it;
     ``results.jsonl`` gets one row per cell as it finishes. Each distinct data set is loaded once
     and shared by the cells that use it; ``corpora`` may hold some already loaded, keyed by
-    :func:`dataset_key`. With ``resume``, finished cells are reused as they are and unfinished ones
-    continue from their last checkpoint (see :func:`seqvae.training.run_experiment`).
+    ``dataset_key``. With ``resume``, finished cells are reused as they are and unfinished ones
+    continue from their last checkpoint (see ``seqvae.training.run_experiment``).
 
     ``parallel`` > 1 runs that many cells at once in worker processes, each with
     ``cpu_count // parallel`` threads, so the cores are shared, not oversubscribed. The rows come

@@ -1,8 +1,8 @@
 """The ``seqvae`` command. Thin: it parses, calls the library and prints.
 
-One module per command group: :mod:`~seqvae.cli.bench` (``bench``), :mod:`~seqvae.cli.run`
-(``train``, ``eval``), :mod:`~seqvae.cli.generate` (``sample``, ``reconstruct``, ``interpolate``,
-``attribute``) and :mod:`~seqvae.cli.info` (``plugins``, ``config``); :mod:`~seqvae.cli._common`
+One module per command group: ``seqvae.cli.bench`` (``bench``), ``seqvae.cli.run``
+(``train``, ``eval``), ``seqvae.cli.generate`` (``sample``, ``reconstruct``, ``interpolate``,
+``attribute``) and ``seqvae.cli.info`` (``plugins``, ``config``); ``seqvae.cli._common``
 holds the app and what they share. Importing it (``seqvae --help``, ``seqvae plugins list``) does
 not import torch.
 """

@@ -1,7 +1,7 @@
 """``seqvae sample``, ``reconstruct``, ``interpolate``, ``attribute``: the latent space of a trained model.
 
-The decoding options are declared once (:data:`DECODE_OPTIONS`) and given to each command by
-:func:`decoding_command`, which hands the command one validated ``DecodeConfig``.
+The decoding options are declared once (``DECODE_OPTIONS``) and given to each command by
+``decoding_command``, which hands the command one validated ``DecodeConfig``.
 """
 
 from __future__ import annotations
@@ -57,7 +57,7 @@ def _decode_config(options: dict[str, Any]) -> Any:
 
 
 def decoding_command(fn: Callable[..., None]) -> Callable[..., None]:
-    """Give the command ``fn`` the decoding options of :data:`DECODE_OPTIONS`, called with their ``dcfg``.
+    """Give the command ``fn`` the decoding options of ``DECODE_OPTIONS``, called with their ``dcfg``.
 
     ``fn`` declares a ``dcfg`` parameter instead of the seven options; the wrapper's signature (what
     Typer reads) lists them after ``fn``'s own, and the wrapper turns them into one ``DecodeConfig``.

@@ -5,11 +5,11 @@ This module does the parsing that the ``text``, ``labeled-text`` and ``ptb`` dat
 - the file must exist, be non-empty and be valid UTF-8 (a bad byte is reported with its line);
 - empty lines are an error by default (``empty_lines="skip"`` skips and counts them);
 - sentences longer than ``max_length`` words are an error by default, or dropped or truncated
-  (``length_policy``), and every drop or truncation is counted in :class:`ReadStats`;
+  (``length_policy``), and every drop or truncation is counted in ``ReadStats``;
 - a label is either given for the whole file or read from the start of each line
   (``LABEL<TAB>sentence``).
 
-No torch import: turning words into ids happens in :func:`seqvae.data.corpus.encode_splits`.
+No torch import: turning words into ids happens in [`encode_splits`][seqvae.data.corpus.encode_splits].
 """
 
 from __future__ import annotations

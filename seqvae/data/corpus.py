@@ -60,7 +60,7 @@ class TokenStore:
         return self.flat[start : start + int(self.lengths[i])].tolist()
 
     def batch(self, index: Tensor, vocab: Vocab) -> Batch:
-        """The padded :class:`Batch` of the sentences ``index: b`` (tokens ``b (t+1)``), built without a Python loop."""
+        """The padded ``Batch`` of the sentences ``index: b`` (tokens ``b (t+1)``), built without a Python loop."""
         index = torch.as_tensor(index, dtype=torch.long)
         lengths = self.lengths[index]  # b
         b = index.shape[0]

@@ -82,7 +82,7 @@ def _identity(x: Batch) -> Batch:
 
 
 class _PositionedLoader(DataLoader):
-    """A loader whose position is the trainer's step (see :class:`BucketedBatches`).
+    """A loader whose position is the trainer's step (see ``BucketedBatches``).
 
     It has the ``state_dict`` interface so Lightning treats it as resumable mid-epoch; the state
     itself is the global step, which Lightning restores before it asks for the loader.
@@ -96,7 +96,7 @@ class _PositionedLoader(DataLoader):
 
 
 class TextDataModule(L.LightningDataModule):
-    """Serves a :class:`Corpus`: bucketed, reshuffled training batches and fixed evaluation batches."""
+    """Serves a ``Corpus``: bucketed, reshuffled training batches and fixed evaluation batches."""
 
     def __init__(self, corpus: Corpus, batch_size: int, eval_batch_size: int, bucket_factor: int, seed: int):
         super().__init__()

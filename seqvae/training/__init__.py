@@ -2,13 +2,13 @@
 
 The package is split by concern:
 
-* :mod:`seqvae.training.system`: the ``VAESystem`` LightningModule, the optimizer and clipping;
-* :mod:`seqvae.training.checkpoint`: seqvae's checkpoint format and the RNG state of a resume;
-* :mod:`seqvae.training.callbacks`: the resumable training state (``resume.ckpt``) and the heartbeat;
-* :mod:`seqvae.training.recipes`: validation-driven recipes (lr decay, early stop, best weights);
-* :mod:`seqvae.training.run`: ``run_experiment`` (train, evaluate, write the run folder) and ``evaluate_run``.
+* [`seqvae.training.system`][seqvae.training.system]: the ``VAESystem`` LightningModule, the optimizer and clipping;
+* [`seqvae.training.checkpoint`][seqvae.training.checkpoint]: seqvae's checkpoint format and the RNG state of a resume;
+* [`seqvae.training.callbacks`][seqvae.training.callbacks]: the resumable training state (``resume.ckpt``) and the heartbeat;
+* [`seqvae.training.recipes`][seqvae.training.recipes]: validation-driven recipes (lr decay, early stop, best weights);
+* [`seqvae.training.run`][seqvae.training.run]: ``run_experiment`` (train, evaluate, write the run folder) and ``evaluate_run``.
 
-The run folder's file names and its state are :class:`seqvae.run_dir.RunDir`'s. The names below are
+The run folder's file names and its state are [`RunDir`][seqvae.run_dir.RunDir]'s. The names below are
 re-exported here, so ``from seqvae.training import run_experiment`` is the one import most users need.
 """
 

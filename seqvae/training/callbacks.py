@@ -25,7 +25,7 @@ class CtrlC:
     """While training: the first Ctrl-C (SIGINT) asks to stop after the current step, as SIGTERM does.
 
     A context manager around ``trainer.fit``. The step that is running finishes, its state is saved
-    to ``resume.ckpt`` and :class:`StopRequested` ends the fit; a second Ctrl-C interrupts at once
+    to ``resume.ckpt`` and ``StopRequested`` ends the fit; a second Ctrl-C interrupts at once
     (Python's default). Outside the main thread (where signals cannot be caught) it does nothing.
     """
 

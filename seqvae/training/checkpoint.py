@@ -42,7 +42,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore the RNG states that :func:`rng_state` returned."""
+    """Restore the RNG states that ``rng_state`` returned."""
     import random
 
     import numpy as np

@@ -1,6 +1,6 @@
 """The papers' training recipes as a Lightning callback: plateau decay, early stopping, best weights.
 
-:class:`ValidationRecipe` watches the validation -ELBO (``val/neg_elbo``, logged every
+``ValidationRecipe`` watches the validation -ELBO (``val/neg_elbo``, logged every
 ``train.val_every`` steps and once more at the end of every run). It keeps the best value and a
 copy of the weights that gave it, multiplies the learning rate by ``train.lr_decay.factor`` after
 ``patience`` validations without a new best (restoring the best weights and resetting the

@@ -55,7 +55,7 @@ class TermMeans:
         return None if self.sums is None else (self.sums.detach().cpu(), self.steps)
 
     def load_state(self, state: tuple[torch.Tensor, int] | None, device: torch.device) -> None:
-        """Reopen a window that :meth:`state` saved (sums ``n``), on ``device``."""
+        """Reopen a window that ``state`` saved (sums ``n``), on ``device``."""
         if state is not None:
             self.sums, self.steps = state[0].to(device), state[1]
 

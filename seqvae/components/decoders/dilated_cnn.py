@@ -66,7 +66,7 @@ class DilatedCNNDecoder(Decoder):
     """Causal dilated CNN p(x|z): embed, concat z, residual dilated blocks, project to the vocabulary.
 
     The receptive field is ``1 + (kernel_size - 1) * sum(dilations)`` positions
-    (:attr:`receptive_field`): small 15, medium 63, large 125 with kernel 3. ``step()`` keeps, per
+    (``receptive_field``): small 15, medium 63, large 125 with kernel 3. ``step()`` keeps, per
     block, the last ``(kernel_size - 1) * dilation`` inputs of its convolution, so generation costs
     O(1) per token.
     """

@@ -45,7 +45,7 @@ def variance_bounds(delta: float) -> tuple[float, float]:
 class DeltaVAE(Regularizer):
     """Constrain q(z|x) so that every dimension's KL to N(0, 1) is at least ``delta`` (Razavi et al. 2019).
 
-    The variance is squashed into [l, u] (:func:`variance_bounds`): s = l + (u - l) sigmoid(logvar_raw),
+    The variance is squashed into [l, u] (``variance_bounds``): s = l + (u - l) sigmoid(logvar_raw),
     and the mean is mu = sign(m) sqrt(2 delta + 1 + ln s - s + m^2) for the encoder's raw mean m. Then
     KL_d = delta + m^2 / 2 exactly, so the total KL is at least ``delta * d`` whatever the encoder does.
     This is the Gaussian variant used in the Yahoo/Yelp/PTB literature (valdersoul/bn-vae's
