@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Batch",
     "BuildContext",
+    "ComponentError",
     "DatasetBuilder",
     "Decoder",
     "DiagonalGaussian",
@@ -148,6 +149,25 @@ class VAEOutput:
     z: Tensor
     posterior: Posterior
     terms: dict[str, Tensor] = field(default_factory=dict)
+
+
+class ComponentError(RuntimeError):
+    """A component broke its contract at run time (a wrong shape, a non-scalar loss, a negative beta).
+
+    The message names the component, its package and what it returned against what was wanted.
+    """
+
+
+def component_label(kind: str, component: Any) -> str:
+    """``decoder 'lstm' (seqvae==0.1.0)``: how errors name a built component and where it comes from."""
+    name = getattr(getattr(component, "config", None), "kind", type(component).__name__)
+    try:
+        from seqvae.registry import get_registry
+
+        source = get_registry(kind).provenance(name)
+    except Exception:  # registered in-process, or not through the registry at all
+        source = type(component).__module__
+    return f"{kind} '{name}' ({source})"
 
 
 class _Component:
@@ -288,7 +308,18 @@ class Prior(nn.Module, _Component, ABC):
 
 
 class Regularizer(nn.Module, _Component):
-    """Optional hooks with do-nothing defaults; several regularizers compose in list order."""
+    """Optional hooks with do-nothing defaults; several regularizers compose in list order.
+
+    Every hook gets ``step``, the run's optimizer step counted from 0, and may read
+    ``self.total_steps``, the run's length (``train.max_steps``), which the model sets before it
+    calls the hooks: together they are what the schedule gets, so a regularizer can follow the
+    run's progress (``step / self.total_steps``) without a duplicated length in its config. Under
+    the ``ae-pretrain`` strategy ``step`` still counts from the run's start, pretraining included
+    (the schedule alone sees the VAE phase's own step). In evaluation ``step`` is 0.
+    """
+
+    #: The run's length in optimizer steps (``train.max_steps``); set by the model before the hooks run.
+    total_steps: int = 1
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()
@@ -314,7 +345,14 @@ class Regularizer(nn.Module, _Component):
 
 
 class Schedule(_Component, ABC):
-    """The KL weight as a pure function of the step: ``__call__(step, total_steps) -> beta``."""
+    """The KL weight as a pure function of the step: ``__call__(step, total_steps) -> beta``.
+
+    beta is a finite float in ``[0, max_beta]``; a schedule that means to go above 1 (a beta-VAE's
+    weight) declares it with a larger ``max_beta``. The conformance kit checks both.
+    """
+
+    #: The largest beta this schedule returns under its default config (the kit checks it).
+    max_beta: ClassVar[float] = 1.0
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
         self.config, self.ctx = config, ctx

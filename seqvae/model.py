@@ -1,7 +1,8 @@
-"""SequenceVAE: the composed model (a plain ``nn.Module``; Lightning wraps it in ``training.py``)."""
+"""SequenceVAE: the composed model (a plain ``nn.Module``; Lightning wraps it in ``seqvae.training``)."""
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -13,6 +14,7 @@ from seqvae.fused_ce import CE_BLOCK_ROWS, linear_cross_entropy
 from seqvae.interfaces import (
     Batch,
     BuildContext,
+    ComponentError,
     Decoder,
     Encoder,
     Posterior,
@@ -20,6 +22,7 @@ from seqvae.interfaces import (
     Regularizer,
     Schedule,
     VAEOutput,
+    component_label,
 )
 
 __all__ = ["NLL_BLOCK_ROWS", "SequenceVAE", "blocked_token_nll"]
@@ -125,7 +128,13 @@ class SequenceVAE(nn.Module):
 
         ``beta`` overrides the schedule's KL weight (a training strategy's choice).
         """
+        for reg in self.regularizers:  # the run's length, as the schedule gets it (Regularizer.total_steps)
+            reg.total_steps = total_steps
         posterior = self.encode(batch, step)
+        want = (batch.size, self.ctx.latent_dim)
+        if tuple(posterior.mean.shape) != want:  # before the decoder fails on it, far from the cause
+            raise ComponentError(f"{component_label('encoder', self.encoder)}: posterior mean of shape "
+                                 f"{tuple(posterior.mean.shape)}, want b d = {want}")
         z = posterior.rsample(generator=generator)  # b d
         inputs = batch.inputs
         for reg in self.regularizers:
@@ -136,7 +145,11 @@ class SequenceVAE(nn.Module):
         kl_loss = kl_per_dim
         for reg in self.regularizers:
             kl_loss = reg.transform_kl(kl_loss, step)
+        from_schedule = beta is None
         beta = float(self.schedule(step, total_steps)) if beta is None else float(beta)
+        if not (0.0 <= beta < math.inf):  # every step: a float comparison
+            who = component_label("schedule", self.schedule) + ("" if from_schedule else " through the training strategy")
+            raise ComponentError(f"{who} gave beta {beta} at step {step} of {total_steps}; want a finite number >= 0")
         kl = kl_per_dim.sum(-1)  # b
         loss = (rec + beta * kl_loss.sum(-1)).mean()
         out = VAEOutput(
@@ -145,6 +158,10 @@ class SequenceVAE(nn.Module):
         )
         for reg in self.regularizers:
             for name, value in reg.extra_loss(out, batch, step).items():
+                if not isinstance(value, Tensor) or value.dim() != 0:
+                    got = tuple(value.shape) if isinstance(value, Tensor) else type(value).__name__
+                    raise ComponentError(f"{component_label('regularizer', reg)}: extra_loss['{name}'] must be a "
+                                         f"scalar tensor (shape ()), got {got}")
                 out.terms[name] = value
                 out.loss = out.loss + value
         out.terms["loss"] = out.loss

@@ -138,9 +138,10 @@ def check_encoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
     post = enc(tokens, lengths)
     b, d = 3, enc.ctx.latent_dim
     assert isinstance(post, Posterior), f"encoder '{name}' must return a seqvae.interfaces.Posterior"
-    assert post.mean.shape == (b, d), f"encoder '{name}': want mean b d = {(b, d)}"
+    assert post.mean.shape == (b, d), f"encoder '{name}': want mean b d = {(b, d)}, got {tuple(post.mean.shape)}"
     logvar = getattr(post, "logvar", None)
-    assert logvar is None or logvar.shape == (b, d), f"encoder '{name}': want logvar b d = {(b, d)}"
+    assert logvar is None or logvar.shape == (b, d), (
+        f"encoder '{name}': want logvar b d = {(b, d)}, got {tuple(logvar.shape)}")
     if any(p.requires_grad for p in enc.parameters()):
         (post.mean.sum() + (logvar.sum() if logvar is not None else 0)).backward()
         _assert_grads(enc, f"encoder '{name}'")
@@ -163,7 +164,8 @@ def check_decoder(name: str, ctx: BuildContext = TINY_CTX) -> None:
     inputs = torch.cat([torch.full((2, 1), ctx.bos_id), tokens[:, :-1]], 1)
     z = torch.randn(2, ctx.latent_dim, requires_grad=True)
     logits = dec(inputs, z, lengths)
-    assert logits.shape == (2, inputs.shape[1], ctx.vocab_size), f"decoder '{name}': want b t v"
+    want = (2, inputs.shape[1], ctx.vocab_size)
+    assert logits.shape == want, f"decoder '{name}': want logits b t v = {want}, got {tuple(logits.shape)}"
     logits.logsumexp(-1).sum().backward()
     _assert_grads(dec, f"decoder '{name}'")
     assert z.grad is not None and z.grad.abs().sum() > 0, f"decoder '{name}': logits do not depend on z"
@@ -207,15 +209,16 @@ def check_prior(name: str, ctx: BuildContext = TINY_CTX) -> None:
     d = prior.ctx.latent_dim
     prior.bind(build_component("encoder", "lstm", ctx))
     z = prior.sample(5)
-    assert z.shape == (5, d), f"prior '{name}': sample(n) must be n d"
-    assert prior.log_prob(torch.zeros(3, 5, d)).shape == (3, 5), f"prior '{name}': log_prob(... d) -> ..."
+    assert z.shape == (5, d), f"prior '{name}': sample(n) must be n d = {(5, d)}, got {tuple(z.shape)}"
+    lp = prior.log_prob(torch.zeros(3, 5, d))
+    assert lp.shape == (3, 5), f"prior '{name}': log_prob(... d) must be ... = (3, 5), got {tuple(lp.shape)}"
     g = torch.Generator().manual_seed(0)
     post = prior.adapt_posterior(
         DiagonalGaussian(torch.randn(3, d, generator=g), torch.randn(3, d, generator=g) * 0.3)
     )
     with torch.no_grad():
         kl = prior.kl(post, g)
-        assert kl.per_dim.shape == (3, d), f"prior '{name}': kl() must be b d"
+        assert kl.per_dim.shape == (3, d), f"prior '{name}': kl() must be b d = {(3, d)}, got {tuple(kl.per_dim.shape)}"
         total = kl.per_dim.sum(-1)
         if not kl.analytic:
             total = torch.stack([prior.kl(post, g).per_dim.sum(-1) for _ in range(400)]).mean(0)
@@ -223,6 +226,39 @@ def check_prior(name: str, ctx: BuildContext = TINY_CTX) -> None:
         mc = (post.log_prob(zs) - prior.log_prob(zs)).mean(0)
     assert (total > -1e-3).all(), f"prior '{name}': negative KL {total}"
     torch.testing.assert_close(total, mc, atol=0.15, rtol=0.05, msg=f"prior '{name}': KL disagrees with Monte Carlo")
+    _check_sample_matches_log_prob(prior, name)
+
+
+def _check_sample_matches_log_prob(prior: Any, name: str, n: int = 4000) -> None:
+    """``sample()`` draws from the density that ``log_prob()`` describes (Stein's identities).
+
+    For x ~ p and a smooth density, E[grad log p(x)] = 0 and E[laplacian log p(x) + |grad log p(x)|^2] = 0.
+    Samples from another density break them: with a Gaussian prior, samples twice as wide give
+    d (4 - 1) instead of 0, samples shifted by m give a mean score of -m. A ``log_prob`` that does not
+    depend on z in R^d (a uniform density on the sphere) has nothing to check and passes.
+    """
+    torch.manual_seed(1)
+    with torch.no_grad():
+        x = prior.sample(n).float()
+    x = x.detach().requires_grad_(True)
+    lp = prior.log_prob(x)
+    if not lp.requires_grad:  # constant in z
+        return
+    (score,) = torch.autograd.grad(lp.sum(), x, create_graph=True, allow_unused=True)
+    if score is None or not score.requires_grad:
+        return
+    d = x.shape[-1]
+    laplacian = sum(torch.autograd.grad(score[:, i].sum(), x, retain_graph=True)[0][:, i] for i in range(d))
+    sq = (score.detach() ** 2).sum(-1)
+    stein = float((laplacian.detach() + sq).mean())
+    mean_score = score.detach().mean(0)
+    scale = float(sq.mean()) ** 0.5 / d ** 0.5  # the score's typical size per dimension
+    assert abs(stein) <= 0.1 * float(sq.mean()) + 0.3, (
+        f"prior '{name}': sample() does not draw from log_prob()'s density "
+        f"(E[laplacian + |score|^2] = {stein:.3f}, want about 0; e.g. samples of another scale)")
+    assert float(mean_score.abs().max()) <= 0.1 * scale + 0.1, (
+        f"prior '{name}': sample() does not draw from log_prob()'s density "
+        f"(mean score {[round(v, 3) for v in mean_score.tolist()]}, want about 0; e.g. shifted samples)")
 
 
 def check_regularizer(name: str, ctx: BuildContext = TINY_CTX) -> None:
@@ -237,9 +273,11 @@ def check_regularizer(name: str, ctx: BuildContext = TINY_CTX) -> None:
     reg.eval()
     assert torch.equal(reg.corrupt_inputs(inputs, lengths, step=0), inputs), f"regularizer '{name}' corrupts in eval mode"
     kl = torch.rand(3, ctx.latent_dim)
-    assert reg.transform_kl(kl, step=0).shape == kl.shape, f"regularizer '{name}': transform_kl must keep b d"
+    got = reg.transform_kl(kl, step=0).shape
+    assert got == kl.shape, f"regularizer '{name}': transform_kl must keep b d = {tuple(kl.shape)}, got {tuple(got)}"
     post = reg.transform_posterior(DiagonalGaussian(torch.zeros(3, ctx.latent_dim), torch.zeros(3, ctx.latent_dim)), 0)
-    assert post.mean.shape == (3, ctx.latent_dim), f"regularizer '{name}': transform_posterior must keep b d"
+    assert post.mean.shape == (3, ctx.latent_dim), (
+        f"regularizer '{name}': transform_posterior must keep b d = {(3, ctx.latent_dim)}, got {tuple(post.mean.shape)}")
     reg.train()  # a bf16 posterior, as an encoder gives under bf16-mixed autocast, must work too
     g = torch.Generator().manual_seed(0)
     half = DiagonalGaussian(torch.randn(3, ctx.latent_dim, generator=g).bfloat16(), torch.zeros(3, ctx.latent_dim).bfloat16())
@@ -247,6 +285,39 @@ def check_regularizer(name: str, ctx: BuildContext = TINY_CTX) -> None:
     assert post.mean.shape == (3, ctx.latent_dim) and bool(torch.isfinite(post.mean).all()), (
         f"regularizer '{name}': transform_posterior must accept a bf16 posterior (bf16-mixed training)"
     )
+    _check_extra_loss(name)
+
+
+def _check_extra_loss(name: str) -> None:
+    """``extra_loss`` on a real forward pass: a dict of finite scalar tensors (shape ``()``) with gradients."""
+    from seqvae.composer import build_model
+    from seqvae.config import validate_experiment
+    from seqvae.data.batch import Batch
+    from seqvae.data.vocab import Vocab
+
+    words = [f"w{i}" for i in range(TINY_CTX.vocab_size - 4)]
+    vocab = Vocab.build([words])
+    cfg = validate_experiment({"regularizers": [name], "model": {"latent_dim": 4, "embed_dim": 8, "hidden_size": 16}})
+    model = build_model(cfg, vocab).train()
+    tokens, lengths = random_batch_tokens([5, 3], TINY_CTX)
+    bos, eos = torch.full((2, 1), vocab.bos_id), torch.full((2, 1), vocab.pad_id)
+    full = torch.cat([bos, tokens, eos], 1)
+    full[torch.arange(2), lengths + 1] = vocab.eos_id
+    batch = Batch(full, lengths + 1, vocab.pad_id)
+    from seqvae.interfaces import ComponentError
+
+    try:
+        out = model(batch, step=3, total_steps=10, generator=torch.Generator().manual_seed(0))
+    except ComponentError as exc:  # the model's own boundary check saw it first
+        raise AssertionError(str(exc)) from None
+    reg = model.regularizers[0]
+    extra = reg.extra_loss(out, batch, 3)
+    assert isinstance(extra, dict), f"regularizer '{name}': extra_loss must return a dict of name -> scalar tensor"
+    for key, value in extra.items():
+        shape = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value).__name__
+        assert isinstance(value, torch.Tensor) and value.dim() == 0, (
+            f"regularizer '{name}': extra_loss['{key}'] must be a scalar tensor (shape ()), got {shape}")
+        assert bool(torch.isfinite(value)), f"regularizer '{name}': extra_loss['{key}'] is {float(value)}"
 
 
 def check_strategy(name: str) -> None:
@@ -269,6 +340,10 @@ def check_schedule(name: str) -> None:
         f"schedule '{name}' returned {values[:5]}..."
     )
     assert values == [sched(s, total) for s in range(0, total + 1, 7)], f"schedule '{name}' is not pure"
+    top = getattr(type(sched), "max_beta", 1.0)
+    assert max(values) <= top, (
+        f"schedule '{name}' returns beta {max(values):g} > {top:g} under its default config; a schedule "
+        "meant to go above 1 declares it with the class attribute max_beta")
 
 
 _CHECKS = {

@@ -75,3 +75,152 @@ def test_kit_rejects_registry_metadata_problems(fresh_registries):
         check_registry_metadata("decoder", "undocumented")
     with pytest.raises(AssertionError, match="not registered"):
         check_registry_metadata("decoder", "nothing-here")
+
+
+# --- the checks added for plugin authors: each one planted as a bug and caught
+
+
+def test_kit_rejects_a_prior_whose_samples_are_too_wide(fresh_registries):
+    from seqvae.components.priors.gaussian import GaussianPrior
+    from seqvae.testing import check_prior
+
+    class TooWide(GaussianPrior):
+        def sample(self, n, generator=None):
+            return 2 * super().sample(n, generator)  # log_prob still says N(0, I)
+
+    get_registry("prior").register("too-wide", TooWide)
+    with pytest.raises(AssertionError, match="sample\\(\\) does not draw from log_prob"):
+        check_prior("too-wide")
+
+
+def test_kit_rejects_a_prior_whose_samples_are_shifted(fresh_registries):
+    from seqvae.components.priors.gaussian import GaussianPrior
+    from seqvae.testing import check_prior
+
+    class Shifted(GaussianPrior):
+        def sample(self, n, generator=None):
+            return super().sample(n, generator) + 1.0
+
+    get_registry("prior").register("shifted", Shifted)
+    with pytest.raises(AssertionError, match="sample\\(\\) does not draw from log_prob"):
+        check_prior("shifted")
+
+
+def test_kit_rejects_an_extra_loss_that_is_not_a_scalar(fresh_registries):
+    from seqvae.components.regularizers.bag_of_words import BagOfWords
+    from seqvae.testing import check_regularizer
+
+    class PerSentence(BagOfWords):
+        def extra_loss(self, out, batch, step):
+            return {"bow": out.rec}  # b, not a scalar
+
+    get_registry("regularizer").register("per-sentence", PerSentence)
+    with pytest.raises(AssertionError, match=r"extra_loss\['bow'\] must be a scalar tensor \(shape \(\)\), got \(2,\)"):
+        check_regularizer("per-sentence")
+
+
+def test_kit_rejects_an_undeclared_beta_above_one_and_accepts_a_declared_one(fresh_registries):
+    from seqvae.components.schedules.linear import LinearSchedule
+    from seqvae.testing import check_schedule
+
+    class Doubled(LinearSchedule):
+        def __call__(self, step, total_steps):
+            return 2 * super().__call__(step, total_steps)
+
+    class DeclaredDoubled(Doubled):
+        max_beta = 2.0
+
+    get_registry("schedule").register("doubled", Doubled)
+    get_registry("schedule").register("declared-doubled", DeclaredDoubled)
+    with pytest.raises(AssertionError, match="beta 2 > 1 .* max_beta"):
+        check_schedule("doubled")
+    check_schedule("declared-doubled")
+
+
+def test_kit_shape_failures_show_the_shape_they_got(fresh_registries):
+    class Flat(GRUEncoder):
+        def forward(self, tokens, lengths):
+            post = super().forward(tokens, lengths)
+            return DiagonalGaussian(post.mean[:, :1], post.logvar[:, :1])
+
+    get_registry("encoder").register("flat", Flat)
+    with pytest.raises(AssertionError, match=r"want mean b d = \(3, 4\), got \(3, 1\)"):
+        check_encoder("flat")
+
+
+def test_a_plugin_regularizer_reads_the_run_length(fresh_registries, tmp_path):
+    """A capacity that rises over the run (Burgess et al.'s controlled capacity) needs the run's
+    length: every hook may read ``self.total_steps`` (train.max_steps) beside its ``step``."""
+    from pydantic import Field
+
+    from seqvae.config import ComponentConfig, validate_experiment
+    from seqvae.interfaces import Regularizer
+    from seqvae.training import run_experiment
+
+    seen: list[tuple[int, int]] = []
+
+    class RisingCapacity(Regularizer):
+        class Config(ComponentConfig):
+            capacity: float = Field(5.0, ge=0)
+
+        def transform_kl(self, kl_per_dim, step):
+            seen.append((step, self.total_steps))
+            target = self.config.capacity * min(1.0, step / self.total_steps)  # nats, rising over the run
+            return (kl_per_dim.sum(-1, keepdim=True) - target).abs() / kl_per_dim.shape[-1] + 0 * kl_per_dim
+
+    get_registry("regularizer").register("rising-capacity", RisingCapacity)
+    cfg = validate_experiment({
+        "regularizers": ["rising-capacity"], "model": {"latent_dim": 3, "embed_dim": 8, "hidden_size": 8},
+        "data": {"dataset": {"kind": "synthetic", "n_sentences": 90, "n_train": 60, "n_valid": 15, "vocab_size": 20,
+                             "length": 4, "embed_dim": 8, "hidden_size": 8}, "batch_size": 16},
+        "train": {"max_steps": 6}, "eval": {"iw_samples": 0},
+    })
+    run_experiment(cfg, tmp_path / "run")
+    assert [step for step, _ in seen] == list(range(6))  # one training forward per step
+    assert {total for _, total in seen} == {6}  # the run's length, without a duplicate in the config
+
+
+# --- run-time boundary checks: a plugin's broken output is named where it happens
+
+
+def _tiny_cfg(**parts):
+    from seqvae.config import validate_experiment
+
+    return validate_experiment({"model": {"latent_dim": 3, "embed_dim": 8, "hidden_size": 8},
+                                "data": {"dataset": {"kind": "synthetic", "n_sentences": 90, "n_train": 60,
+                                                     "n_valid": 15, "vocab_size": 20, "length": 4, "embed_dim": 8,
+                                                     "hidden_size": 8}, "batch_size": 16},
+                                "train": {"max_steps": 3}, "eval": {"iw_samples": 0}, **parts})
+
+
+@pytest.mark.parametrize("planted", ["encoder-shape", "negative-beta", "extra-loss-vector"])
+def test_a_broken_component_is_named_at_run_time(fresh_registries, tmp_path, planted):
+    from seqvae.components.regularizers.bag_of_words import BagOfWords
+    from seqvae.components.schedules.linear import LinearSchedule
+    from seqvae.interfaces import ComponentError
+    from seqvae.training import run_experiment
+
+    class Flat(GRUEncoder):
+        def forward(self, tokens, lengths):
+            post = super().forward(tokens, lengths)
+            return DiagonalGaussian(post.mean[:, :1], post.logvar[:, :1])
+
+    class Negative(LinearSchedule):
+        def __call__(self, step, total_steps):
+            return -0.5
+
+    class PerSentence(BagOfWords):
+        def extra_loss(self, out, batch, step):
+            return {"bow": out.rec}
+
+    get_registry("encoder").register("flat", Flat)
+    get_registry("schedule").register("negative", Negative)
+    get_registry("regularizer").register("per-sentence", PerSentence)
+    parts, says = {
+        "encoder-shape": ({"encoder": "flat"}, r"encoder 'flat' \(.*\): posterior mean of shape \((\d+), 1\), want b d = \(\1, 3\)"),
+        "negative-beta": ({"schedule": "negative"}, r"schedule 'negative' \(.*\).* gave beta -0.5 at step 0 of 3"),
+        "extra-loss-vector": ({"regularizers": ["per-sentence"]},
+                              r"regularizer 'per-sentence' \(.*\): extra_loss\['bow'\] must be a scalar tensor"),
+    }[planted]
+    with pytest.raises(ComponentError, match=says):
+        run_experiment(_tiny_cfg(**parts), tmp_path / "run")

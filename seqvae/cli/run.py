@@ -76,6 +76,7 @@ def train(
         state = "a finished run" if RunDir(out_dir).is_finished() else \
             f"an unfinished run (continue it with --resume {out_dir})"
         _fail(f"{out_dir}: already holds {state}; pass --overwrite or pick --out")
+    from seqvae.interfaces import ComponentError
     from seqvae.training import NonFiniteLossError, ResumeError, RunInterrupted, run_experiment
 
     (corpus,) = _load_corpora([cfg], cache_dir).values()
@@ -89,6 +90,8 @@ def train(
     except RunInterrupted as exc:
         _fail(f"{exc}; continue with: seqvae train --resume {out_dir}", code=getattr(exc, "exit_code", INTERRUPTED))
     except NonFiniteLossError as exc:
+        _fail(f"{out_dir}: {exc}", code=1)
+    except ComponentError as exc:  # a component (often a plugin) broke its contract: name it, no traceback
         _fail(f"{out_dir}: {exc}", code=1)
     if not rank0:
         return
