@@ -172,3 +172,41 @@ def test_a_short_run_still_writes_a_training_curve_and_its_plot(tmp_path):
         steps = [int(r["step"]) for r in csv.DictReader(f) if r.get("train/loss")]
     assert steps == list(range(1, 20, 2))  # Lightning's 0-based step of every second step
     assert "training.png" in res["plots"]
+
+
+@pytest.mark.parametrize("optimizer_state", ["reset", "best"])
+def test_a_decay_restores_the_best_weights_with_a_fresh_or_the_saved_optimizer_state(optimizer_state):
+    """restore_best with optimizer_state 'best' loads the Adam moments saved with the best weights
+    (a fresh Adam state makes large first steps); 'reset' clears them, as He et al.'s new optimizer."""
+    from types import SimpleNamespace
+
+    from seqvae.config import TrainConfig
+    from seqvae.training.recipes import ValidationRecipe
+
+    torch.manual_seed(0)
+    model = torch.nn.Linear(3, 2)
+    opt = torch.optim.Adam(model.parameters(), lr=0.1)
+
+    def train_step():
+        opt.zero_grad()
+        model(torch.randn(8, 3)).pow(2).sum().backward()
+        opt.step()
+
+    cfg = TrainConfig(val_every=1, lr_decay={"factor": 0.5, "patience": 1, "optimizer_state": optimizer_state})
+    recipe = ValidationRecipe(cfg)
+    trainer = SimpleNamespace(sanity_checking=False, optimizers=[opt], should_stop=False, global_step=1,
+                              callback_metrics={"val/neg_elbo": torch.tensor(5.0)})
+    module = SimpleNamespace(model=model)
+    train_step()
+    recipe.on_validation_end(trainer, module)  # the best so far
+    best_weight = model.weight.detach().clone()
+    best_moment = opt.state[model.weight]["exp_avg"].clone()
+    train_step()
+    trainer.global_step, trainer.callback_metrics = 2, {"val/neg_elbo": torch.tensor(6.0)}
+    recipe.on_validation_end(trainer, module)  # worse: a decay (patience 1)
+    assert recipe.decays == 1 and opt.param_groups[0]["lr"] == pytest.approx(0.05)
+    assert torch.equal(model.weight, best_weight)
+    if optimizer_state == "best":
+        assert torch.equal(opt.state[model.weight]["exp_avg"], best_moment)
+    else:
+        assert len(opt.state) == 0

@@ -40,7 +40,13 @@ class ValidationRecipe(L.Callback):
         self.stopped: str | None = None
         self.history: list[dict[str, float]] = []
         self.best_state: dict[str, torch.Tensor] | None = None
+        self.best_optimizer: dict[str, Any] | None = None  # with lr_decay.optimizer_state: best
         self.final = False  # set for the validation that closes a run: record it, decide nothing
+
+    @property
+    def _keeps_optimizer(self) -> bool:
+        d = self.cfg.lr_decay
+        return d is not None and d.restore_best and d.optimizer_state == "best"
 
     @property
     def _keeps_weights(self) -> bool:
@@ -59,6 +65,8 @@ class ValidationRecipe(L.Callback):
             self.best, self.best_step, self.bad = value, step, 0
             if self._keeps_weights:
                 self.best_state = {k: v.detach().to("cpu", copy=True) for k, v in pl_module.model.state_dict().items()}
+            if self._keeps_optimizer and optimizer is not None:
+                self.best_optimizer = _to_cpu(optimizer.state_dict())
         else:
             self.bad += 1
         if self.final:
@@ -67,12 +75,16 @@ class ValidationRecipe(L.Callback):
         if decay is not None and self.bad >= decay.patience and step >= decay.start_step and optimizer is not None:
             self.decays += 1
             self.bad = 0
-            for group in optimizer.param_groups:
-                group["lr"] *= decay.factor
+            new_lr = [group["lr"] * decay.factor for group in optimizer.param_groups]
             restored = decay.restore_best and self.best_state is not None
             if restored:
                 pl_module.model.load_state_dict(self.best_state)
-                optimizer.state.clear()  # a fresh optimizer state for the restored weights
+                if self._keeps_optimizer and self.best_optimizer is not None:
+                    optimizer.load_state_dict(self.best_optimizer)  # the moments that go with those weights
+                else:
+                    optimizer.state.clear()  # a fresh optimizer state for the restored weights
+            for group, lr in zip(optimizer.param_groups, new_lr):
+                group["lr"] = lr
             log.info("step %d: no new best -ELBO in %d validations (best %.3f at step %d); learning rate x %g -> %.3g%s "
                      "(decay %d of %d)", step, decay.patience, self.best, self.best_step, decay.factor,
                      optimizer.param_groups[0]["lr"], ", best weights restored" if restored else "", self.decays,
@@ -109,9 +121,23 @@ class ValidationRecipe(L.Callback):
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "best_step": self.best_step, "bad": self.bad, "decays": self.decays,
-                "stopped": self.stopped, "history": self.history, "best_state": self.best_state}
+                "stopped": self.stopped, "history": self.history, "best_state": self.best_state,
+                "best_optimizer": self.best_optimizer}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         self.best, self.best_step, self.bad = state["best"], state["best_step"], state["bad"]
         self.decays, self.stopped, self.history = state["decays"], state["stopped"], state["history"]
         self.best_state = state["best_state"]
+        self.best_optimizer = state.get("best_optimizer")
+
+
+def _to_cpu(value: Any) -> Any:
+    """A deep copy of an optimizer state dict with every tensor on the CPU."""
+    if isinstance(value, torch.Tensor):
+        return value.detach().to("cpu", copy=True)
+    if isinstance(value, dict):
+        return {k: _to_cpu(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return type(value)(_to_cpu(v) for v in value)
+    return value
+
