@@ -28,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "Batch",
     "BuildContext",
+    "Component",
     "ComponentError",
     "DatasetBuilder",
     "Decoder",
@@ -170,20 +171,38 @@ def component_label(kind: str, component: Any) -> str:
     return f"{kind} '{name}' ({source})"
 
 
-class _Component:
+class Component:
+    """What every component kind shares (the bases below all derive from it).
+
+    A component is built as ``Component(config, ctx)`` and keeps both: ``self.config`` is its own
+    validated ``Config`` (a subclass of [`ComponentConfig`][seqvae.config.ComponentConfig], extra
+    fields forbidden; the registry refuses a class without one) and ``self.ctx`` the shared
+    [`BuildContext`][seqvae.interfaces.BuildContext] (vocabulary size, special ids, latent,
+    embedding and default hidden sizes).
+    """
+
     Config: ClassVar[type[ComponentConfig]]
+    """The component's pydantic config model; ``kind`` is its registry name."""
 
     @classmethod
     def compatibility(cls, config: ComponentConfig, experiment: Any) -> str | None:
-        """Why this component cannot run in ``experiment`` (an ``ExperimentConfig``), or None.
+        """Why this component cannot run in ``experiment``, or None.
 
-        Checked when a config is validated, so a bad combination is a config error (exit 2) before
-        any training. ``experiment.component_class(slot)`` gives the class in another slot.
+        ``experiment`` is the whole [`ExperimentConfig`][seqvae.config.ExperimentConfig] being
+        validated: its sections (``experiment.train.world_size``, ``experiment.model.latent_dim``),
+        ``experiment.has_latent``, ``experiment.component_class(slot)`` (the class in another slot)
+        and ``experiment.components()`` (every component's path, kind and config). Checked when a
+        config is validated, so a bad combination is a config error (exit 2) before any training.
+        seqvae prefixes the reason with the component's place and name, e.g.
+        ``regularizers.0 (free-bits): <reason>``; write the reason alone.
         """
         return None
 
 
-class Encoder(nn.Module, _Component, ABC):
+_Component = Component  # the name before it was public
+
+
+class Encoder(nn.Module, Component, ABC):
     """q(z|x): ``forward(tokens: b t, lengths: b) -> Posterior``, normally a ``DiagonalGaussian``.
 
     Padding must not change the result: a sentence encodes the same alone or in a padded batch.
@@ -191,9 +210,9 @@ class Encoder(nn.Module, _Component, ABC):
     ``forward_embeddings``.
     """
 
-    #: False for the ``none`` encoder of the language-model baseline: the model then has no latent
-    #: (the composer builds every component with ``latent_dim = 0``).
     has_latent: ClassVar[bool] = True
+    """False for the ``none`` encoder of the language-model baseline: the model then has no latent
+    (the composer builds every component with ``latent_dim = 0``)."""
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()
@@ -213,7 +232,7 @@ class Encoder(nn.Module, _Component, ABC):
         return cls.forward_embeddings is not Encoder.forward_embeddings
 
 
-class Decoder(nn.Module, _Component, ABC):
+class Decoder(nn.Module, Component, ABC):
     """p(x|z), autoregressive and causal.
 
     ``forward(inputs: b t, z: b d, lengths: b) -> logits: b t v`` (teacher forcing; the logits at
@@ -266,7 +285,7 @@ class Decoder(nn.Module, _Component, ABC):
         raise NotImplementedError(f"{type(self).__name__} has no output_layer()")
 
 
-class Prior(nn.Module, _Component, ABC):
+class Prior(nn.Module, Component, ABC):
     """p(z): ``log_prob(z: ... d) -> ...``, ``sample(n) -> n d``, ``kl(posterior) -> KL``.
 
     The prior also picks the latent family: ``adapt_posterior`` turns what the encoder returns
@@ -274,11 +293,11 @@ class Prior(nn.Module, _Component, ABC):
     von Mises-Fisher posterior from the Gaussian's mean direction).
     """
 
-    #: False for the ``none`` prior of the language-model baseline (it pairs with encoder ``none``).
     has_latent: ClassVar[bool] = True
-    #: True when the KL splits over latent dimensions (a factorised prior and posterior). When False,
-    #: ``kl().per_dim`` is the sentence KL shared evenly over d, and per-dimension free bits refuse it.
+    """False for the ``none`` prior of the language-model baseline (it pairs with encoder ``none``)."""
     factorized: ClassVar[bool] = True
+    """True when the KL splits over latent dimensions (a factorised prior and posterior). When False,
+    ``kl().per_dim`` is the sentence KL shared evenly over d, and per-dimension free bits refuse it."""
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()
@@ -307,7 +326,7 @@ class Prior(nn.Module, _Component, ABC):
         return KL(per_sentence[:, None].expand(-1, d) / d, analytic=False)
 
 
-class Regularizer(nn.Module, _Component):
+class Regularizer(nn.Module, Component):
     """Optional hooks with do-nothing defaults; several regularizers compose in list order.
 
     Every hook gets ``step``, the run's optimizer step counted from 0, and may read
@@ -318,8 +337,8 @@ class Regularizer(nn.Module, _Component):
     (the schedule alone sees the VAE phase's own step). In evaluation ``step`` is 0.
     """
 
-    #: The run's length in optimizer steps (``train.max_steps``); set by the model before the hooks run.
     total_steps: int = 1
+    """The run's length in optimizer steps (``train.max_steps``); set by the model before the hooks run."""
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext):
         super().__init__()
@@ -344,24 +363,25 @@ class Regularizer(nn.Module, _Component):
         return {}
 
 
-class Schedule(_Component, ABC):
+class Schedule(Component, ABC):
     """The KL weight as a pure function of the step: ``__call__(step, total_steps) -> beta``.
 
     beta is a finite float in ``[0, max_beta]``; a schedule that means to go above 1 (a beta-VAE's
     weight) declares it with a larger ``max_beta``. The conformance kit checks both.
     """
 
-    #: The largest beta this schedule returns under its default config (the kit checks it).
     max_beta: ClassVar[float] = 1.0
+    """The largest beta this schedule returns under its default config (the kit checks it)."""
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
         self.config, self.ctx = config, ctx
 
     @abstractmethod
-    def __call__(self, step: int, total_steps: int) -> float: ...
+    def __call__(self, step: int, total_steps: int) -> float:
+        """beta at optimizer step ``step`` (from 0) of a run of ``total_steps``: a float in ``[0, max_beta]``."""
 
 
-class DatasetBuilder(_Component, ABC):
+class DatasetBuilder(Component, ABC):
     """A corpus source: ``load(cache_dir) -> Corpus`` (vocabulary plus tokenised splits)."""
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
@@ -372,7 +392,7 @@ class DatasetBuilder(_Component, ABC):
         """Read (or generate, caching under ``cache_dir``) the corpus: vocabulary and tokenised splits."""
 
 
-class Strategy(_Component):
+class Strategy(Component):
     """How the training loop drives the model (registry kind ``strategy``); do-nothing defaults.
 
     ``VAESystem`` calls ``on_train_start`` once, ``beta`` and ``before_step`` on every
