@@ -17,13 +17,13 @@ from typing import TYPE_CHECKING, Any, ClassVar, NamedTuple
 import torch
 from torch import Tensor, nn
 
-from seqvae.config import ComponentConfig
+from seqvae.config import ComponentConfig, ExperimentConfig
 from seqvae.data.batch import Batch  # re-exported: components and plugins take it from here
+
+from seqvae.data.corpus import Corpus
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    from seqvae.data.corpus import Corpus
 
 __all__ = [
     "Batch",
@@ -40,6 +40,7 @@ __all__ = [
     "Regularizer",
     "Schedule",
     "Strategy",
+    "TrainingContext",
     "VAEOutput",
 ]
 
@@ -392,6 +393,27 @@ class DatasetBuilder(Component, ABC):
         """Read (or generate, caching under ``cache_dir``) the corpus: vocabulary and tokenised splits."""
 
 
+@dataclass
+class TrainingContext:
+    """What a training strategy may use of the run it drives (``VAESystem`` builds it when training starts).
+
+    Strategies get this instead of the Lightning module, so their reach into the loop is written
+    down: the model, the config, the corpus the run trains on, the loop's optimizers (Lightning's
+    own list: clearing a state there clears the optimizer's) and the device.
+    """
+
+    model: Any
+    """The [`SequenceVAE`][seqvae.model.SequenceVAE] being trained."""
+    cfg: ExperimentConfig
+    """The run's config (``cfg.train.max_steps``, ``cfg.data.batch_size``, ``cfg.train.seed``, ...)."""
+    corpus: Corpus
+    """The corpus the run trains on (its ``train`` and ``valid`` splits and its vocabulary)."""
+    optimizers: list[torch.optim.Optimizer] = field(default_factory=list)
+    """The training loop's optimizers."""
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    """Where the model is."""
+
+
 class Strategy(Component):
     """How the training loop drives the model (registry kind ``strategy``); do-nothing defaults.
 
@@ -404,17 +426,17 @@ class Strategy(Component):
     def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
         self.config, self.ctx = config, ctx
 
-    def on_train_start(self, system: Any) -> None:
-        """Set-up that needs the trainer (data, optimizers). Default: nothing."""
+    def on_train_start(self, context: TrainingContext) -> None:
+        """Set-up that needs the run (data, optimizers). Default: nothing."""
 
     def beta(self, schedule: Schedule, step: int, total_steps: int) -> float:
         """The KL weight at ``step``. Default: the schedule's."""
         return float(schedule(step, total_steps))
 
-    def before_step(self, system: Any, batch: Batch, step: int) -> None:
+    def before_step(self, context: TrainingContext, batch: Batch, step: int) -> None:
         """Runs before the loss of ``step`` is computed (e.g. inner encoder updates). Default: nothing."""
 
-    def before_optimizer_step(self, system: Any, step: int) -> None:
+    def before_optimizer_step(self, context: TrainingContext, step: int) -> None:
         """Runs after backward, before the optimizer step (e.g. freeze a part). Default: nothing."""
 
     def state(self) -> dict[str, Any]:

@@ -146,15 +146,19 @@ def test_a_killed_cli_run_resumes_to_the_metrics_of_a_straight_run(tmp_path, str
     assert _csv(killed / "logs" / "metrics.csv") == _csv(Path(straight["run_dir"]) / "logs" / "metrics.csv")
 
 
-def _nan_schedule():
-    from seqvae.components.schedules.constant import ConstantSchedule
+def _nan_regularizer():
+    """A regularizer whose KL term turns NaN at step 4: the loss diverges, no contract is broken.
+
+    (A schedule returning NaN is caught earlier, as a broken component: see test_testing_kit.py.)
+    """
+    from seqvae.components.regularizers.free_bits import FreeBits
     from seqvae.registry import get_registry
 
-    class NaNAfterFour(ConstantSchedule):
-        def __call__(self, step, total_steps):
-            return float("nan") if step >= 4 else 1.0
+    class NaNAfterFour(FreeBits):
+        def transform_kl(self, kl_per_dim, step):
+            return kl_per_dim * float("nan") if step >= 4 else kl_per_dim
 
-    get_registry("schedule").register("nan-after-four", NaNAfterFour)
+    get_registry("regularizer").register("nan-after-four", NaNAfterFour)
 
 
 FAST = ["--max-steps", "8", "--iw-samples", "5", "--set", "data.dataset.n_sentences=300", "--set",
@@ -162,9 +166,9 @@ FAST = ["--max-steps", "8", "--iw-samples", "5", "--set", "data.dataset.n_senten
 
 
 def test_a_nan_cell_fails_with_its_step_and_the_grid_finishes_the_others(tmp_path, fresh_registries):
-    _nan_schedule()
-    res = runner.invoke(app, ["bench", "--schedule", "constant", "--schedule", "nan-after-four", "--schedule",
-                              "linear", "--out", str(tmp_path / "g"), *FAST])
+    _nan_regularizer()
+    res = runner.invoke(app, ["bench", "--regularizer", "free-bits", "--regularizer", "nan-after-four", "--regularizer",
+                              "word-dropout", "--out", str(tmp_path / "g"), *FAST])
     assert res.exit_code == 1
     assert "failed" in res.output and "NonFiniteLossError" in res.output  # the table shows the cause
     rows = [json.loads(x) for x in (tmp_path / "g" / "results.jsonl").read_text().splitlines()]

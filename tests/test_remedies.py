@@ -19,7 +19,7 @@ from seqvae.composer import build_model
 from seqvae.config import ConfigError, validate_experiment
 from seqvae.data.corpus import TokenStore
 from seqvae.data.vocab import SPECIALS, Vocab
-from seqvae.interfaces import DiagonalGaussian, Prior
+from seqvae.interfaces import DiagonalGaussian, Prior, TrainingContext
 from seqvae.testing import TINY_CTX, build_component, random_batch_tokens
 
 runner = CliRunner()
@@ -233,8 +233,8 @@ def test_ae_pretrain_beta_and_the_decoder_reset():
     model(_store().batch(torch.arange(4), _vocab())).loss.backward()
     opt.step()
     assert opt.state
-    system = SimpleNamespace(model=model, cfg=validate_experiment({**_TINY, "train": {"max_steps": 100}}),
-                             trainer=SimpleNamespace(optimizers=[opt]))
+    system = TrainingContext(model=model, cfg=validate_experiment({**_TINY, "train": {"max_steps": 100}}),
+                             corpus=None, optimizers=[opt])
     before = {k: v.clone() for k, v in model.state_dict().items()}
     strat.before_step(system, None, 24)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
@@ -267,7 +267,7 @@ def test_aggressive_outer_step_leaves_the_encoder_alone():
     strat = build_component("strategy", "aggressive")
     model = build_model(validate_experiment(_TINY), _vocab())
     model(_store().batch(torch.arange(4), _vocab())).loss.backward()
-    system = SimpleNamespace(model=model)
+    system = TrainingContext(model=model, cfg=validate_experiment(_TINY), corpus=None)
     strat.before_optimizer_step(system, 0)
     assert all(p.grad is None for p in model.encoder.parameters())
     assert any(p.grad is not None for p in model.decoder.parameters())
@@ -287,7 +287,7 @@ def test_aggressive_inner_steps_change_only_the_encoder():
     strat._optimizer = torch.optim.SGD(model.encoder.parameters(), lr=1.0)
     before = {k: v.clone() for k, v in model.state_dict().items()}
     batch = _store().batch(torch.arange(4), _vocab())
-    strat.before_step(SimpleNamespace(model=model, cfg=cfg, device=torch.device("cpu")), batch, 0)
+    strat.before_step(TrainingContext(model=model, cfg=cfg, corpus=None), batch, 0)
     assert 2 <= strat.inner_steps <= 4
     assert all(p.grad is None for p in model.parameters())  # nothing left over for the outer step
     after = model.state_dict()

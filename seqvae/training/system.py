@@ -11,7 +11,7 @@ import torch
 
 from seqvae.config import ExperimentConfig
 from seqvae.data.batch import Batch
-from seqvae.interfaces import Strategy
+from seqvae.interfaces import Strategy, TrainingContext
 from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 from seqvae.training.checkpoint import rng_state, set_rng_state
@@ -91,7 +91,9 @@ class VAESystem(L.LightningModule):
 
     def on_train_start(self) -> None:
         self._started = time.perf_counter()
-        self.strategy.on_train_start(self)
+        self.context = TrainingContext(model=self.model, cfg=self.cfg, corpus=self.trainer.datamodule.corpus,
+                                       optimizers=self.trainer.optimizers, device=self.device)
+        self.strategy.on_train_start(self.context)
         if self._restored is not None:  # resumed: the strategy's state and every RNG as they were saved
             self.strategy.load_state_dict(self._restored["strategy"])
             self.tokens_seen.fill_(self._restored["tokens_seen"])
@@ -129,14 +131,14 @@ class VAESystem(L.LightningModule):
             self._train_rng = None
 
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        self.strategy.before_optimizer_step(self, self.global_step)
+        self.strategy.before_optimizer_step(self.context, self.global_step)
         # clipped here, not by Lightning: its mixed-precision plugin refuses to clip for a fused
         # optimizer (it assumes a gradient scaler, which bf16 does not use)
         if self.cfg.train.grad_clip:
             clip_gradients(optimizer, self.model.parameters(), self.cfg.train.grad_clip)
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
-        self.strategy.before_step(self, batch, self.global_step)
+        self.strategy.before_step(self.context, batch, self.global_step)
         out = self(batch)
         values = self._check_finite(out)
         self._last_terms = (list(out.terms), values.detach())

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import Field
 
 from seqvae.config import ComponentConfig
-from seqvae.interfaces import BuildContext, Schedule, Strategy
+from seqvae.interfaces import BuildContext, Schedule, Strategy, TrainingContext
 
 __all__ = ["AEPretrainStrategy"]
 
@@ -50,16 +50,16 @@ class AEPretrainStrategy(Strategy):
             return 0.0
         return float(schedule(step - p, max(1, total_steps - p)))
 
-    def before_step(self, system: Any, batch: Any, step: int) -> None:
-        if self.switched_at is not None or step < self.pretrain_steps(system.cfg.train.max_steps):
+    def before_step(self, context: TrainingContext, batch: Any, step: int) -> None:
+        if self.switched_at is not None or step < self.pretrain_steps(context.cfg.train.max_steps):
             return
         self.switched_at = step
         if self.config.reset_decoder:
-            for module in system.model.decoder.modules():
-                if module is not system.model.decoder and hasattr(module, "reset_parameters"):
+            for module in context.model.decoder.modules():
+                if module is not context.model.decoder and hasattr(module, "reset_parameters"):
                     module.reset_parameters()
         if self.config.reset_optimizer:
-            for opt in system.trainer.optimizers:
+            for opt in context.optimizers:
                 opt.state.clear()
 
     def state(self) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 
 from seqvae.config import ComponentConfig
-from seqvae.interfaces import Batch, BuildContext, Strategy
+from seqvae.interfaces import Batch, BuildContext, Strategy, TrainingContext
 
 __all__ = ["AggressiveStrategy"]
 
@@ -71,20 +71,20 @@ class AggressiveStrategy(Strategy):
             return "changes parameters outside the optimizer step, which data-parallel training does not sync: use one device"
         return None
 
-    def on_train_start(self, system: Any) -> None:
+    def on_train_start(self, context: TrainingContext) -> None:
         from seqvae.data.datamodule import BucketedBatches, eval_batches
 
-        dm = system.trainer.datamodule
-        train = dm.corpus.split("train")
-        self._check_every = self.config.check_every or max(1, -(-len(train) // dm.batch_size))
-        self._data = BucketedBatches(train, dm.corpus.vocab, dm.batch_size, dm.bucket_factor, dm.seed + 1)
-        self._valid = eval_batches(dm.corpus.split("valid"), dm.corpus.vocab, dm.eval_batch_size)
-        params = system.model.encoder.parameters()
+        corpus, data = context.corpus, context.cfg.data
+        train = corpus.split("train")
+        self._check_every = self.config.check_every or max(1, -(-len(train) // data.batch_size))
+        self._data = BucketedBatches(train, corpus.vocab, data.batch_size, data.bucket_factor, context.cfg.train.seed + 1)
+        self._valid = eval_batches(corpus.split("valid"), corpus.vocab, data.eval_batch_size)
+        params = context.model.encoder.parameters()
         if self.config.encoder_optimizer == "sgd":
             self._optimizer = torch.optim.SGD(params, lr=self.config.encoder_lr or 1.0)
         else:
-            self._optimizer = torch.optim.Adam(params, lr=self.config.encoder_lr or system.cfg.train.lr, fused=True)
-        self.mi_history = [(0, self._validation_mi(system))]
+            self._optimizer = torch.optim.Adam(params, lr=self.config.encoder_lr or context.cfg.train.lr, fused=True)
+        self.mi_history = [(0, self._validation_mi(context))]
 
     def _next_batch(self, device: torch.device) -> Batch:
         while True:
@@ -99,10 +99,10 @@ class AggressiveStrategy(Strategy):
             self._drawn += 1
             return batch
 
-    def _validation_mi(self, system: Any) -> float:
+    def _validation_mi(self, context: TrainingContext) -> float:
         from seqvae.metrics import mutual_information
 
-        return mutual_information(system.model, self._valid, seed=system.cfg.train.seed, device=system.device)
+        return mutual_information(context.model, self._valid, seed=context.cfg.train.seed, device=context.device)
 
     def record_mi(self, step: int, mi: float) -> None:
         """Record a validation-MI check; end the phase after ``patience`` falls in a row."""
@@ -111,18 +111,18 @@ class AggressiveStrategy(Strategy):
             self.active, self.ended_at = False, step
         self.mi_history.append((step, mi))
 
-    def before_step(self, system: Any, batch: Batch, step: int) -> None:
+    def before_step(self, context: TrainingContext, batch: Batch, step: int) -> None:
         if self.active and step > 0 and step % self._check_every == 0:
-            self.record_mi(step, self._validation_mi(system))
+            self.record_mi(step, self._validation_mi(context))
         if not self.active:
             return
-        model, opt = system.model, self._optimizer
-        beta = self.beta(model.schedule, step, system.cfg.train.max_steps)
-        clip = system.cfg.train.grad_clip
+        model, opt = context.model, self._optimizer
+        beta = self.beta(model.schedule, step, context.cfg.train.max_steps)
+        clip = context.cfg.train.grad_clip
         previous, loss_sum, tokens = float("inf"), 0.0, 0
         for inner in range(1, self.config.max_inner_steps + 1):
-            fresh = self._next_batch(system.device)
-            out = model(fresh, step=step, total_steps=system.cfg.train.max_steps, beta=beta)
+            fresh = self._next_batch(context.device)
+            out = model(fresh, step=step, total_steps=context.cfg.train.max_steps, beta=beta)
             opt.zero_grad(set_to_none=True)
             model.zero_grad(set_to_none=True)
             out.loss.backward()
@@ -139,9 +139,9 @@ class AggressiveStrategy(Strategy):
                 previous, loss_sum, tokens = current, 0.0, 0
         model.zero_grad(set_to_none=True)
 
-    def before_optimizer_step(self, system: Any, step: int) -> None:
+    def before_optimizer_step(self, context: TrainingContext, step: int) -> None:
         if self.active:
-            for p in system.model.encoder.parameters():
+            for p in context.model.encoder.parameters():
                 p.grad = None
 
     def state_dict(self) -> dict[str, Any]:
