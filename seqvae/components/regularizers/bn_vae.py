@@ -24,11 +24,10 @@ class BNVAE(Regularizer):
     The normalisation divides by the batch standard deviation itself, not by ``sqrt(var + eps)``
     as ``torch.nn.BatchNorm1d`` does. With the additive eps the floor has a way out: the normalised
     means' variance is gamma^2 * var / (var + eps), so the KL pulls the encoder's spread of means
-    below eps. The pull is tiny, but Adam rescales it to full-size steps: on PTB with beta = 1 and
-    Adam (gamma 0.7, floor 7.84) the training KL was 7.81 at step 49 and 0.013 at step 99, and by
-    step 2,684 the raw means' batch variance was about 1e-9. Without eps the normalised means are
-    exactly invariant to the encoder's scale, so nothing pulls it down (a variance below 1e-12 is
-    clamped, only to avoid a division by zero).
+    below eps. The pull is tiny, but Adam rescales it to full-size steps, and the KL escapes the
+    floor within a few dozen steps (measured on PTB: docs/concepts/remedies.md). Without eps the
+    normalised means are exactly invariant to the encoder's scale, so nothing pulls it down (a
+    variance below 1e-12 is clamped, only to avoid a division by zero).
     """
 
     #: the smallest batch (or running) variance divided by; see the class docstring
