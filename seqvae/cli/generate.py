@@ -1,7 +1,9 @@
 """``seqvae sample``, ``reconstruct``, ``interpolate``, ``attribute``: the latent space of a trained model.
 
-The decoding options are declared once (``DECODE_OPTIONS``) and given to each command by
-``decoding_command``, which hands the command one validated ``DecodeConfig``.
+The decoding options (``DECODE_OPTIONS``) and the options every generation command shares
+(``SHARED_OPTIONS``: seed, output, hardware) are declared once; ``generation_command`` gives them to
+each command, which receives one ``Generation``: the validated ``DecodeConfig``, the options, and
+the run, loaded on first use.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ import functools
 import inspect
 import json
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any, Callable
 
@@ -31,11 +34,6 @@ DECODE_OPTIONS: dict[str, tuple[Any, str]] = {
     "length_penalty": (1.0, "Beam score = log p / length^alpha."),
 }
 _FLAGS = {"mode": "--decode"}  # every other option's flag is its name with dashes
-SeedOpt = Annotated[int, typer.Option("--seed", help="Seed of every random choice.", rich_help_panel=GENERATION)]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.", rich_help_panel=OUTPUT)]
-LinesFormatOpt = Annotated[str, typer.Option(
-    "--format", help="table, plain (one sentence per line: the output column) or tsv (every column, for scripts).",
-    rich_help_panel=OUTPUT)]
 RunArg = Annotated[Path, typer.Argument(help="A run folder (with checkpoint.pt) or a checkpoint file.")]
 
 
@@ -56,25 +54,95 @@ def _decode_config(options: dict[str, Any]) -> Any:
         _fail(f"{_flag(str(e['loc'][0]))}: {e['msg']} (got {e.get('input')!r})")
 
 
-def decoding_command(fn: Callable[..., None]) -> Callable[..., None]:
-    """Give the command ``fn`` the decoding options of ``DECODE_OPTIONS``, called with their ``dcfg``.
+@dataclass
+class Generation:
+    """What a generation command gets: the decoding config, the shared options and (on first use) the run."""
 
-    ``fn`` declares a ``dcfg`` parameter instead of the seven options; the wrapper's signature (what
-    Typer reads) lists them after ``fn``'s own, and the wrapper turns them into one ``DecodeConfig``.
+    target: Path
+    dcfg: Any
+    seed: int
+    as_json: bool
+    fmt: str
+    device: Any
+    _loaded: tuple[Any, Any, Any] | None = None
+
+    def _load(self) -> tuple[Any, Any, Any]:
+        if self._loaded is None:
+            self._loaded = _load_run(self.target, self.device)
+        return self._loaded
+
+    @property
+    def model(self) -> Any:
+        return self._load()[0]
+
+    @property
+    def cfg(self) -> Any:
+        return self._load()[1]
+
+    @property
+    def vocab(self) -> Any:
+        return self._load()[2]
+
+    def require_latent(self, what: str) -> None:
+        """Exit 2 for a language-model baseline, which has no latent ``what`` needs."""
+        if not self.cfg.has_latent:
+            _fail(f"{self.target}: a language-model baseline has no latent {what}")
+
+    def generator(self) -> Any:
+        """A fresh generator seeded with ``--seed`` on the device."""
+        return _generator(self.device, self.seed)
+
+    def encode(self, texts: list[Any], what: str) -> Any:
+        return _encode(texts, self.cfg, self.vocab, what)
+
+    def words(self, ids: list[int]) -> str:
+        from seqvae.generation import words
+
+        return words(ids, self.vocab)
+
+    def show(self, rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: str, extra: dict) -> None:
+        _print(rows, columns, title, self.as_json, {**extra, "decode": self.dcfg.model_dump()}, self.fmt)
+
+
+#: The options every generation command shares besides the decoding ones: name -> (default, annotation).
+SHARED_OPTIONS: dict[str, tuple[Any, Any]] = {
+    "seed": (0, Annotated[int, typer.Option("--seed", help="Seed of every random choice.", rich_help_panel=GENERATION)]),
+    "as_json": (False, Annotated[bool, typer.Option("--json", help="Print JSON instead of a table.",
+                                                   rich_help_panel=OUTPUT)]),
+    "fmt": ("table", Annotated[str, typer.Option(
+        "--format", help="table, plain (one sentence per line: the output column) or tsv (every column, for scripts).",
+        rich_help_panel=OUTPUT)]),
+    "accelerator": (None, AcceleratorOpt),
+    "devices": (None, DevicesOpt),
+}
+
+
+def generation_command(fn: Callable[..., None]) -> Callable[..., None]:
+    """Give the command ``fn(gen, target, ...)`` the decoding options and the shared ones, declared once.
+
+    The wrapper's signature (what Typer reads) is ``fn``'s own parameters (``target`` and the
+    command's options, less ``gen``), then :data:`SHARED_OPTIONS`, then :data:`DECODE_OPTIONS`.
+    Before ``fn`` runs, the format, the device and the decoding options are checked (exit 2 with one
+    line); ``gen`` loads the run when the command first asks for it.
     """
     sig = inspect.signature(fn, eval_str=True)
-    own = [p for name, p in sig.parameters.items() if name != "dcfg"]
-    added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=Annotated[
-                type(default), typer.Option(_flag(name), help=text, rich_help_panel=GENERATION)])
-             for name, (default, text) in DECODE_OPTIONS.items()]
+    own = [p for name, p in sig.parameters.items() if name != "gen"]
+    kw = inspect.Parameter.KEYWORD_ONLY
+    shared = [inspect.Parameter(name, kw, default=default, annotation=ann) for name, (default, ann) in SHARED_OPTIONS.items()]
+    decoding = [inspect.Parameter(name, kw, default=default, annotation=Annotated[
+                    type(default), typer.Option(_flag(name), help=text, rich_help_panel=GENERATION)])
+                for name, (default, text) in DECODE_OPTIONS.items()]
 
     @functools.wraps(fn)
     def command(**kwargs: Any) -> None:
-        _check_format(kwargs.get("fmt", "table"))  # before the model is loaded
         options = {name: kwargs.pop(name) for name in DECODE_OPTIONS}
-        fn(dcfg=_decode_config(options), **kwargs)
+        seed, as_json, fmt, accelerator, devices = (kwargs.pop(name) for name in SHARED_OPTIONS)
+        _check_format(fmt)
+        dcfg = _decode_config(options)
+        device = _one_device(accelerator, devices)
+        fn(Generation(kwargs["target"], dcfg, seed, as_json, fmt, device), **kwargs)
 
-    params = own + added
+    params = own + shared + decoding
     command.__signature__ = sig.replace(parameters=params)  # type: ignore[attr-defined]
     command.__annotations__ = {p.name: p.annotation for p in params}
     return command
@@ -158,109 +226,87 @@ def _print(rows: list[dict[str, Any]], columns: list[tuple[str, str]], title: st
 
 
 @app.command(epilog="Example:\n\n  seqvae sample runs/exp -n 5 --decode top-p --top-p 0.9 --seed 1")
-@decoding_command
+@generation_command
 def sample(
+    gen: Generation,
     target: RunArg,
     n: Annotated[int, typer.Option("-n", "--num", help="Sentences to sample.")] = 10,
-    dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
-    devices: DevicesOpt = None,
 ) -> None:
     """Decode sentences from z drawn from the prior."""
     if n < 1:
         _fail(f"-n must be >= 1, got {n}")
-    device = _one_device(accelerator, devices)
-    model, cfg, vocab = _load_run(target, device)
-    if not cfg.has_latent:
-        _fail(f"{target}: a language-model baseline has no latent to sample from")
-    from seqvae.generation import sample_prior, words
+    gen.require_latent("to sample from")
+    from seqvae.generation import sample_prior
 
-    ids = sample_prior(model, n, dcfg, seed=seed)  # sample i does not depend on -n
-    rows = [{"i": i + 1, "sentence": words(s, vocab)} for i, s in enumerate(ids)]
-    _print(rows, [("#", "i"), ("sample", "sentence")], f"seqvae sample ({dcfg.mode})", as_json,
-           {"decode": dcfg.model_dump(), "seed": seed}, fmt)
+    ids = sample_prior(gen.model, n, gen.dcfg, seed=gen.seed)  # sample i does not depend on -n
+    rows = [{"i": i + 1, "sentence": gen.words(s)} for i, s in enumerate(ids)]
+    gen.show(rows, [("#", "i"), ("sample", "sentence")], f"seqvae sample ({gen.dcfg.mode})", {"seed": gen.seed})
 
 
 @app.command(epilog="Examples:\n\n  seqvae reconstruct runs/exp --input sentences.txt\n\n"
                     "  echo 'the cat sat on the mat' | seqvae reconstruct runs/exp --input - --json")
-@decoding_command
+@generation_command
 def reconstruct(
+    gen: Generation,
     target: RunArg,
     input_: Annotated[str, typer.Option("--input", help="File with one sentence per line, or - for stdin.")] = "-",
     sample_z: Annotated[bool, typer.Option("--sample-z", help="Decode from a sample of q(z|x) instead of its mean.")] = False,
-    dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
-    devices: DevicesOpt = None,
 ) -> None:
     """Encode each sentence, decode it again, and show both."""
-    device = _one_device(accelerator, devices)
-    model, cfg, vocab = _load_run(target, device)
-    from seqvae.generation import reconstruct as rec, words
+    from seqvae.generation import reconstruct as rec
 
-    enc = _encode(_read_lines(input_, cfg), cfg, vocab, "stdin" if input_ == "-" else input_)
-    ids = rec(model, enc, vocab, dcfg, sample=sample_z, generator=_generator(device, seed))
-    rows = [{"input": s, "reconstruction": words(r, vocab)} for s, r in zip(enc.sentences, ids)]
-    _print(rows, [("input", "input"), ("reconstruction", "reconstruction")], "seqvae reconstruct", as_json,
-           {"unknown_words": enc.unknown, "z": "sample" if sample_z else "mean", "decode": dcfg.model_dump()}, fmt)
+    enc = gen.encode(_read_lines(input_, gen.cfg), "stdin" if input_ == "-" else input_)
+    ids = rec(gen.model, enc, gen.vocab, gen.dcfg, sample=sample_z, generator=gen.generator())
+    rows = [{"input": s, "reconstruction": gen.words(r)} for s, r in zip(enc.sentences, ids)]
+    gen.show(rows, [("input", "input"), ("reconstruction", "reconstruction")], "seqvae reconstruct",
+             {"unknown_words": enc.unknown, "z": "sample" if sample_z else "mean"})
 
 
 @app.command(epilog="Example:\n\n  seqvae interpolate runs/exp \"the market fell\" \"stocks rose sharply\" --steps 8")
-@decoding_command
+@generation_command
 def interpolate(
+    gen: Generation,
     target: RunArg,
     first: Annotated[str, typer.Argument(help="Sentence at a = 0.")],
     second: Annotated[str, typer.Argument(help="Sentence at a = 1.")],
     steps: Annotated[int, typer.Option("--steps", help="Points on the path, both ends included.")] = 8,
-    dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
-    devices: DevicesOpt = None,
 ) -> None:
     """Decode z(a) = (1 - a) z_1 + a z_2 between two sentences' posterior means (the homotopy)."""
     if steps < 2:
         _fail(f"--steps must be >= 2, got {steps}")
-    device = _one_device(accelerator, devices)
-    model, cfg, vocab = _load_run(target, device)
-    if not cfg.has_latent:
-        _fail(f"{target}: a language-model baseline has no latent to interpolate in")
-    from seqvae.generation import interpolate as interp, words
+    gen.require_latent("to interpolate in")
+    from seqvae.generation import interpolate as interp
 
-    enc = _encode([first, second], cfg, vocab, "input")
-    path = interp(model, enc, vocab, steps, dcfg, _generator(device, seed))
-    rows = [{"a": f"{a:.3f}", "sentence": words(s, vocab)} for a, s in path]
-    _print(rows, [("a", "a"), ("sentence", "sentence")], "seqvae interpolate", as_json,
-           {"inputs": [first, second], "unknown_words": enc.unknown, "decode": dcfg.model_dump()}, fmt)
+    enc = gen.encode([first, second], "input")
+    path = interp(gen.model, enc, gen.vocab, steps, gen.dcfg, gen.generator())
+    rows = [{"a": f"{a:.3f}", "sentence": gen.words(s)} for a, s in path]
+    gen.show(rows, [("a", "a"), ("sentence", "sentence")], "seqvae interpolate",
+             {"inputs": [first, second], "unknown_words": enc.unknown})
 
 
 @app.command(epilog="Example:\n\n  seqvae attribute runs/yelp --positive sentiment.dev.1 --negative sentiment.dev.0 "
                     "--apply \"the food was cold\" --scale 1.5")
-@decoding_command
+@generation_command
 def attribute(
+    gen: Generation,
     target: RunArg,
     positive: Annotated[Path, typer.Option("--positive", help="Sentences with the attribute, one per line.")],
     negative: Annotated[Path, typer.Option("--negative", help="Sentences without it, one per line.")],
     apply: Annotated[list[str], typer.Option("--apply", help="Sentence to shift (repeatable).")],
     scale: Annotated[float, typer.Option("--scale", help="z + scale * (mean z+ - mean z-).")] = 1.0,
-    dcfg: Any = None, seed: SeedOpt = 0,
-    as_json: JsonOpt = False, fmt: LinesFormatOpt = "table", accelerator: AcceleratorOpt = None,
-    devices: DevicesOpt = None,
 ) -> None:
     """Compute an attribute vector (mean z of --positive minus mean z of --negative) and add it to sentences."""
-    device = _one_device(accelerator, devices)
-    model, cfg, vocab = _load_run(target, device)
-    if not cfg.has_latent:
-        _fail(f"{target}: a language-model baseline has no latent for an attribute vector")
-    from seqvae.generation import apply_attribute, attribute_vector, reconstruct as rec, words
+    gen.require_latent("for an attribute vector")
+    from seqvae.generation import apply_attribute, attribute_vector, reconstruct as rec
 
-    pos = _encode(_read_lines(str(positive), cfg), cfg, vocab, str(positive))
-    neg = _encode(_read_lines(str(negative), cfg), cfg, vocab, str(negative))
-    enc = _encode(list(apply), cfg, vocab, "--apply")
-    vector = attribute_vector(model, pos, neg, vocab)
-    g = _generator(device, seed)
-    plain = rec(model, enc, vocab, dcfg, generator=g)
-    shifted = apply_attribute(model, enc, vocab, vector, scale, dcfg, _generator(device, seed))
-    rows = [{"input": s, "reconstruction": words(p, vocab), "shifted": words(t, vocab)}
+    pos = gen.encode(_read_lines(str(positive), gen.cfg), str(positive))
+    neg = gen.encode(_read_lines(str(negative), gen.cfg), str(negative))
+    enc = gen.encode(list(apply), "--apply")
+    vector = attribute_vector(gen.model, pos, neg, gen.vocab)
+    plain = rec(gen.model, enc, gen.vocab, gen.dcfg, generator=gen.generator())
+    shifted = apply_attribute(gen.model, enc, gen.vocab, vector, scale, gen.dcfg, gen.generator())
+    rows = [{"input": s, "reconstruction": gen.words(p), "shifted": gen.words(t)}
             for s, p, t in zip(enc.sentences, plain, shifted)]
-    _print(rows, [("input", "input"), ("reconstruction", "reconstruction"), (f"+ {scale:g} x vector", "shifted")],
-           "seqvae attribute", as_json,
-           {"vector_norm": float(vector.norm()), "n_positive": len(pos.ids), "n_negative": len(neg.ids),
-            "scale": scale, "unknown_words": enc.unknown, "decode": dcfg.model_dump()}, fmt)
+    gen.show(rows, [("input", "input"), ("reconstruction", "reconstruction"), (f"+ {scale:g} x vector", "shifted")],
+             "seqvae attribute", {"vector_norm": float(vector.norm()), "n_positive": len(pos.ids),
+                                  "n_negative": len(neg.ids), "scale": scale, "unknown_words": enc.unknown})
