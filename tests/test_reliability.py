@@ -310,3 +310,24 @@ def test_bf16_mixed_training_with_gradient_clipping_runs(tmp_path):
     cfg = validate_experiment({**RAW, "train": {"max_steps": 6, "precision": "bf16-mixed", "grad_clip": 1.0}})
     result = run_experiment(cfg, tmp_path / "run")
     assert result["steps"] == 6 and all(math.isfinite(result["metrics"][k]) for k in ("neg_elbo", "iw_nll"))
+
+
+def test_a_resume_checkpoint_of_another_model_size_is_one_line_exit_2(tmp_path, crash_at):
+    """``resume.ckpt`` from a run of other sizes in a run folder (a copied file): ``train --resume``
+    says the weights do not fit, in one line with exit 2, and keeps the folder as it was."""
+    from seqvae.training import RESUME_FILE, run_experiment
+
+    small = validate_experiment({**RAW, "model": {**RAW["model"], "hidden_size": 6}})
+    crash_at(10)
+    with pytest.raises(_Cut):
+        run_experiment(small, tmp_path / "small")
+    crash_at(10)
+    with pytest.raises(_Cut):
+        run_experiment(validate_experiment(RAW), tmp_path / "run")
+    (tmp_path / "run" / RESUME_FILE).write_bytes((tmp_path / "small" / RESUME_FILE).read_bytes())
+    res = runner.invoke(app, ["train", "--resume", str(tmp_path / "run")])
+    errors = [line for line in res.output.splitlines() if line.startswith("error:")]
+    assert res.exit_code == 2 and len(errors) == 1 and "Traceback" not in res.output, res.output
+    assert "resume.ckpt" in errors[0] and "do not fit" in errors[0] and "size mismatch" in errors[0]
+    assert "--overwrite" in errors[0]
+    assert (tmp_path / "run" / RESUME_FILE).exists()  # nothing thrown away

@@ -273,7 +273,8 @@ def _train(
         except RuntimeError as exc:
             if resume_from is None or "state_dict" not in str(exc):
                 raise
-            first = str(exc).strip().splitlines()[0]
+            lines = [ln.strip() for ln in str(exc).strip().splitlines()]
+            first = next((ln for ln in lines if "size mismatch" in ln), lines[0]).rstrip(".")
             raise ResumeError(f"{resume_from}: its weights do not fit this run's model ({first})") from None
         except SIGTERMException:  # Lightning's SystemExit with code 0: say what happened instead
             raise RunInterrupted(
