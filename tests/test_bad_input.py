@@ -304,3 +304,30 @@ def test_output_formats_fit_80_columns_and_serve_scripts(trained_run):
     float(row[head.index("neg_elbo")])  # a number, not a cut cell
     lines = run("sample", str(trained_run), "-n", "4", "--format", "plain").splitlines()
     assert len(lines) == 4 and all("│" not in line for line in lines)
+
+
+@pytest.mark.slow
+def test_sigterm_ends_a_run_with_a_100k_word_line_within_seconds(tmp_path):
+    """The same corpus in a long run: SIGTERM ends it within seconds with the resume hint (exit 143)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    normal = "".join(f"the cat sat on mat {i % 5}\n" for i in range(100))
+    huge = " ".join(f"w{i % 50}" for i in range(100_000)) + "\n"
+    args = _text_corpus(tmp_path, normal + huge)
+    argv = [sys.executable, "-m", "seqvae", *args, "--set", "train.max_steps=100000", "--set", "train.checkpoint_every=5"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=env)
+    out = tmp_path / "out"
+    deadline = time.monotonic() + 120
+    while not (out / "resume.ckpt").exists() and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, proc.communicate()[1][-2000:]
+    sent = time.monotonic()
+    proc.send_signal(signal.SIGTERM)
+    _, stderr = proc.communicate(timeout=60)
+    assert time.monotonic() - sent < 20 and proc.returncode == 143, stderr[-2000:]
+    assert "stopped by SIGTERM" in stderr and f"--resume {out}" in stderr

@@ -17,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from seqvae.run_dir import RunDir
 from seqvae.data.datamodule import eval_batches
 from seqvae.metrics import iw_log_likelihood
 from seqvae.training import load_checkpoint, load_corpus
@@ -29,7 +30,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--every", type=int, default=10, help="time every n-th sentence (1 = all)")
     p.add_argument("--split", default="test")
     args = p.parse_args(argv)
-    path = args.run / "checkpoint.pt" if args.run.is_dir() else args.run
+    path = RunDir(args.run).checkpoint if args.run.is_dir() else args.run
     model, cfg, _ = load_checkpoint(path)
     model.eval()
     corpus = load_corpus(cfg.data.dataset)

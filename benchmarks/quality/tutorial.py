@@ -26,6 +26,7 @@ import sys
 import time
 from pathlib import Path
 
+from seqvae.run_dir import RunDir
 from seqvae.plots import read_curves
 
 RATES = [0.25, 0.5, 0.75, 1.0]
@@ -76,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     matplotlib.use("Agg", force=True)
     import matplotlib.pyplot as plt
 
-    curves = {name: read_curves(Path(row["run_dir"]) / "logs" / "metrics.csv") for name, (row, _) in runs.items()}
+    curves = {name: read_curves(RunDir(row["run_dir"]).metrics_csv) for name, (row, _) in runs.items()}
     fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
     for name in ("constant", "sigmoid"):
         steps, kl = zip(*curves[name]["train/kl"])

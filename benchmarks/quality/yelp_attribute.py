@@ -27,6 +27,7 @@ from pathlib import Path
 
 import torch
 
+from seqvae.run_dir import RunDir
 from seqvae.bench.runner import finished_result
 from seqvae.config import validate_experiment
 from seqvae.generation import DecodeConfig, apply_attribute, attribute_vector, encode_sentences, reconstruct, words
@@ -118,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     if result is None:
         logging.info("training %d steps into %s", cfg.train.max_steps, args.out)
         result = run_experiment(cfg, args.out, corpus=corpus)
-    model, _, vocab = load_checkpoint(args.out / "checkpoint.pt")
+    model, _, vocab = load_checkpoint(RunDir(args.out).checkpoint)
     model.eval()
     v = len(vocab)
 

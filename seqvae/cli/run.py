@@ -86,7 +86,7 @@ def train(
     except ConfigError as exc:  # the config asks for what this corpus lacks (a valid split for val_every)
         _fail(str(exc))
     except ResumeError as exc:
-        _fail(f"{exc}; to start afresh: seqvae train --config {out_dir / 'config.json'} --out {out_dir} --overwrite")
+        _fail(f"{exc}; to start afresh: seqvae train --config {RunDir(out_dir).config_file} --out {out_dir} --overwrite")
     except RunInterrupted as exc:
         _fail(f"{exc}; continue with: seqvae train --resume {out_dir}", code=getattr(exc, "exit_code", INTERRUPTED))
     except NonFiniteLossError as exc:
