@@ -1,0 +1,5 @@
+"""``python -m seqvae.cli`` runs the ``seqvae`` command (as ``python -m seqvae`` does)."""
+
+from seqvae.cli import main
+
+main()
