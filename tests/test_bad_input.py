@@ -253,6 +253,7 @@ def test_bad_input_is_one_clear_line_with_exit_2(tmp_path, trained_run, argv_of,
     assert not (tmp_path / "PWNED").exists()  # no code ran while loading
 
 
+@pytest.mark.slow
 def test_a_100k_word_line_is_truncated_by_default_and_reported(tmp_path, caplog):
     """The newcomer's hang: a train file of normal lines plus one of 100,000 words. With the text
     dataset's defaults (max_length 1000, truncate) it trains in seconds, and the truncation is

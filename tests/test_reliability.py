@@ -63,6 +63,7 @@ def crash_at(monkeypatch):
     return arm
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("strategy", "cut", "every"), [
     ("standard", 23, 10),
     ("standard", 26, 13),  # the last batch of epoch 2 (13 batches per epoch): Lightning asks for a new iterator
@@ -178,6 +179,7 @@ def test_a_nan_cell_fails_with_its_step_and_the_grid_finishes_the_others(tmp_pat
     assert all(r["metrics"]["neg_elbo"] > 0 for r in (rows[0], rows[2]))
 
 
+@pytest.mark.slow
 def test_bench_resume_keeps_finished_cells_and_resumes_the_interrupted_one(tmp_path, crash_at):
     grid = ["--schedule", "constant", "--schedule", "sigmoid", "--set", "train.checkpoint_every=3", *FAST]
     straight = runner.invoke(app, ["bench", *grid, "--out", str(tmp_path / "s"), "--json"])
