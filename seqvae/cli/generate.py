@@ -22,7 +22,7 @@ from seqvae.cli._common import OUTPUT, AcceleratorOpt, DevicesOpt, _check_format
 
 
 GENERATION = "Decoding"
-#: The decoding options, declared once: flag name -> (default, help). ``decoding_command`` adds them
+#: The decoding options, declared once: flag name -> (default, help). ``generation_command`` adds them
 #: to a command and validates them into one ``DecodeConfig`` (its fields have the same names).
 DECODE_OPTIONS: dict[str, tuple[Any, str]] = {
     "mode": ("greedy", "greedy, sample, top-k, top-p or beam."),
