@@ -179,7 +179,8 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "",
         f"Command: `{cmd}`. Suite `{args.suite}`: embedding {any_cfg.model.embed_dim}, LSTM "
         f"{any_cfg.model.hidden_size}/{any_cfg.model.hidden_size}, latent {any_cfg.model.latent_dim}, decoder "
-        f"embedding and output dropout 0.5, batch {any_cfg.data.batch_size}, Adam {t.lr:g}, clip {t.grad_clip:g}, "
+        f"embedding and output dropout 0.5, batch {any_cfg.data.batch_size}, "
+        f"{ {'adam': 'Adam', 'sgd': 'SGD'}[t.optimizer]} lr {t.lr:g}, clip {t.grad_clip:g}, "
         f"{t.max_steps:,} steps ({epochs:.1f} epochs), seed {t.seed}. Metrics on the PTB test split "
         f"(3,761 sentences, 82,430 tokens with one `<eos>` each), IW-NLL with K = {args.iw_samples} "
         "(K = 1 is exact for the LM). All numbers are nats per sentence except PPL.",
