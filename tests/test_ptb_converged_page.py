@@ -39,7 +39,9 @@ def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifa
     assert first["validation"]["validations"][-1]["step"] == 4  # the final validation of a short run
     # a new machine: no run folders, only the committed files; nothing is trained again
     shutil.rmtree(tmp_path / "runs")
-    monkeypatch.setattr(ptb, "run_experiment", _must_not_train)
+    import seqvae.training
+
+    monkeypatch.setattr(seqvae.training, "run_experiment", _must_not_train)
     assert ptb.main(argv) == 0
     assert (tmp_path / "page.md").read_text() == page
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import shutil
 import signal
 from pathlib import Path
 from types import SimpleNamespace
@@ -311,6 +312,7 @@ def test_bench_strategy_axis_and_incompatible_cells_exit_2(tmp_path):
 # ------------------------------------------------------------------------------ suites
 
 
+@pytest.mark.slow  # 10,000 test sentences evaluated: about 30 s on 2 cores
 @pytest.mark.skipif(not (SHARED / "snli_vae" / "snli.test.txt").exists(), reason="shared SNLI data absent")
 def test_snli_suite_trains_on_valid_and_evaluates_on_test(tmp_path):
     res = runner.invoke(app, [
@@ -370,13 +372,25 @@ def _remedies_script():
     return module
 
 
-def test_remedies_page_names_the_rows_not_yet_measured(tmp_path):
+@pytest.fixture(scope="module")
+def remedies_baseline(tmp_path_factory):
+    """The synthetic remedies table's baseline row trained once (20 steps), for the page tests to copy."""
+    runs = tmp_path_factory.mktemp("remedies") / "runs"
+    assert _remedies_script().main(["--rows", "baseline", *_SHORT, "--out", str(runs),
+                                    "--page", str(runs.parent / "page.md")]) == 0
+    return runs
+
+
+_SHORT = ["--max-steps", "20", "--iw-samples", "0"]
+
+
+def test_remedies_page_names_the_rows_not_yet_measured(tmp_path, remedies_baseline):
     remedies = _remedies_script()
-    common = ["--max-steps", "20", "--iw-samples", "0", "--out", str(tmp_path / "runs")]
-    assert remedies.main([*common, "--rows", "baseline", "--page", str(tmp_path / "one.md")]) == 0
+    shutil.copytree(remedies_baseline, tmp_path / "runs")
     # render only: the finished baseline is reused, the vmf row is not trained, and the page says so
     page = tmp_path / "two.md"
-    assert remedies.main([*common, "--rows", "vmf", "baseline", "--render-only", "--page", str(page)]) == 1
+    assert remedies.main([*_SHORT, "--out", str(tmp_path / "runs"), "--rows", "vmf", "baseline", "--render-only",
+                          "--page", str(page)]) == 1
     assert not (tmp_path / "runs" / "vmf").exists()
     text = page.read_text()
     assert "**Partial: 1 of 2 rows measured.**" in text
@@ -388,35 +402,39 @@ def test_remedies_page_names_the_rows_not_yet_measured(tmp_path):
     assert table[1].count("|") == table[0].count("|") and table[1].endswith("| matches: collapsed |")
 
 
-def test_remedies_page_shows_how_far_an_interrupted_row_got(tmp_path, monkeypatch):
+def test_remedies_page_shows_how_far_an_interrupted_row_got(tmp_path, monkeypatch, remedies_baseline):
     """A SIGTERM mid-row writes the page with that row's step, seconds and strategy state, read from
     its resume checkpoint (a multi-hour aggressive row is otherwise invisible until it ends)."""
     import seqvae.training as T
 
+    remedies = _remedies_script()
+    all_rows = remedies._all_rows
+    # at most 2 encoder updates per step: the row's shape, at a fraction of the 100 of the default
+    monkeypatch.setattr(remedies, "_all_rows", lambda p: {
+        **all_rows(p), "aggressive": {"strategy": {"kind": "aggressive", "max_inner_steps": 2}}})
     original = T.ResumeCheckpoint.on_train_batch_end
 
-    def sigterm_at_step_12(self, trainer, module, *args):
-        if trainer.global_step == 12:
-            os.kill(os.getpid(), signal.SIGTERM)  # handled before the callback runs: it saves step 12
+    def sigterm_at_step_8(self, trainer, module, *args):
+        if trainer.global_step == 8:
+            os.kill(os.getpid(), signal.SIGTERM)  # handled before the callback runs: it saves step 8
         original(self, trainer, module, *args)
 
+    shutil.copytree(remedies_baseline, tmp_path / "runs")
     page = tmp_path / "page.md"
-    common = ["--max-steps", "30", "--iw-samples", "0", "--out", str(tmp_path / "runs"), "--page", str(page)]
-    args = ["--rows", "baseline", "aggressive", *common]
-    assert _remedies_script().main(["--rows", "baseline", *common]) == 0  # the baseline alone, uninterrupted
-    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", sigterm_at_step_12)
-    with pytest.raises(T.RunInterrupted, match="at step 12"):
-        _remedies_script().main(args)
+    args = ["--rows", "baseline", "aggressive", *_SHORT, "--out", str(tmp_path / "runs"), "--page", str(page)]
+    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", sigterm_at_step_8)
+    with pytest.raises(T.RunInterrupted, match="at step 8"):
+        remedies.main(args)
     text = page.read_text()
     table = [line for line in text.splitlines() if line.startswith("| ")]
     row = next(line for line in table if line.startswith("| aggressive |"))
-    assert row.startswith("| aggressive | in progress: step 12 of 30 |") and row.count("|") == table[0].count("|")
+    assert row.startswith("| aggressive | in progress: step 8 of 20 |") and row.count("|") == table[0].count("|")
     assert "**Partial: 1 of 2 rows measured.**" in text
-    state = json.loads(text.split("- `aggressive`, at step 12: ", 1)[1].splitlines()[0])
-    assert state["active"] is True and state["inner_steps"] >= 12 and "optimizer" not in state
+    state = json.loads(text.split("- `aggressive`, at step 8: ", 1)[1].splitlines()[0])
+    assert state["active"] is True and state["inner_steps"] >= 8 and "optimizer" not in state
     # the same row trained by the next run replaces the progress with its numbers
     monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", original)
-    assert _remedies_script().main(args) == 0
+    assert remedies.main(args) == 0
     assert "in progress" not in page.read_text() and "Partial" not in page.read_text()
 
 

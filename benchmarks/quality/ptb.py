@@ -42,11 +42,11 @@ import sys
 import time
 from pathlib import Path
 
-from seqvae.bench.runner import finished_result
+from seqvae.bench.runner import run_grid
 from seqvae.bench.suites import suite_config
 from seqvae.config import validate_experiment
 from seqvae.run_dir import RunDir, atomic_write_json
-from seqvae.training import RunInterrupted, load_corpus, run_experiment
+from seqvae.training import RunInterrupted
 
 ROWS = {
     "lm": {"encoder": "none", "prior": "none"},
@@ -110,33 +110,18 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps:
         base["train"]["max_steps"] = args.max_steps
     configs = {name: validate_experiment({**base, **all_rows[name]}, source=f"row {name}") for name in args.rows}
-    corpus = None
-    rows = {}
-    for name, cfg in configs.items():
-        run_dir = args.out / name
-        kept = args.artifacts / name if args.artifacts else None
-        for folder in (run_dir, kept):
-            if folder is not None and (reused := finished_result(folder, cfg)) is not None:
-                rows[name] = {**reused, "run_dir": str(folder)}
-                logging.info("row %s: reusing %s", name, folder)
-                break
-        if name in rows:
-            continue
-        if corpus is None:
-            corpus = load_corpus(cfg.data.dataset)
-        logging.info("row %s: training up to %d steps into %s", name, cfg.train.max_steps, run_dir)
-        try:
-            rows[name] = run_experiment(cfg, run_dir, corpus=corpus, resume=True)
-        except RunInterrupted:  # SIGTERM: stop the table here; the row's state is saved for the next run
-            raise
-        except Exception as exc:  # keep the other rows
-            logging.exception("row %s failed", name)
-            rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-            continue
-        if kept is not None:
-            keep_artifacts(run_dir, kept)
-            rows[name]["run_dir"] = str(kept)
-        args.page.write_text(render({n: rows[n] for n in all_rows if n in rows}, configs, args))  # after each row
+    rows: dict[str, dict] = {}
+
+    def on_result(row: dict) -> None:  # a row is known: keep its small files, write the page so far
+        name = Path(row["run_dir"]).name
+        if args.artifacts and row.get("status") == "ok" and Path(row["run_dir"]).parent != args.artifacts:
+            keep_artifacts(Path(row["run_dir"]), args.artifacts / name)
+            row = {**row, "run_dir": str(args.artifacts / name)}
+        rows[name] = row
+        args.page.write_text(render({n: rows[n] for n in all_rows if n in rows}, configs, args))
+
+    run_grid(list(configs.values()), args.out, names=list(configs), reuse=[args.artifacts] if args.artifacts else [],
+             on_result=on_result, resume=True)  # RunInterrupted (SIGTERM) stops here, the row's state saved
     rows = {name: rows[name] for name in all_rows if name in rows}  # the page lists rows in the canonical order
     page = render(rows, configs, args)
     args.page.write_text(page)

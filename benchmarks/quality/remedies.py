@@ -32,11 +32,11 @@ from pathlib import Path
 from typing import Any
 
 
-from seqvae.bench.runner import finished_result
+from seqvae.bench.runner import find_finished, run_grid
 from seqvae.bench.suites import suite_config
 from seqvae.config import validate_experiment
 from seqvae.run_dir import RunDir
-from seqvae.training import RunInterrupted, load_corpus, run_experiment
+from seqvae.training import RunInterrupted
 
 #: Per-suite settings of the remedies: free-bits floor per dimension, vMF kappa, VampPrior
 #: pseudo-input length, and the dilated-CNN decoder (on the synthetic data, whose sentences are 10
@@ -235,53 +235,42 @@ def main(argv: list[str] | None = None) -> int:
     if args.max_steps:
         base["train"]["max_steps"] = args.max_steps
     configs = {n: validate_experiment({**base, **all_rows[n]}, source=f"row {n}") for n in names}
-    corpus = None
+    folders = {n: n.replace(", ", "_").replace(" ", "_").replace("+", "plus") for n in configs}
     rows: dict[str, dict] = {}
-    pending = {"status": "pending"}
+    by_folder = {folder: n for n, folder in folders.items()}
 
     def write_page() -> str:
         # catalogue order, whatever order the rows ran in; an unfinished row shows how far it got
-        text = render({n: rows.get(n) or _in_progress(run_dirs[n], configs[n]) or pending
+        text = render({n: rows.get(n) or _in_progress(out / folders[n], configs[n]) or {"status": "pending"}
                        for n in all_rows if n in configs}, configs, args)
         page.write_text(text)
         return text
 
-    run_dirs = {n: out / n.replace(", ", "_").replace(" ", "_").replace("+", "plus") for n in configs}
-    others = _run_dirs(args.reuse)
-    for name, cfg in configs.items():  # every finished row first, so a page written mid-run shows them all
-        if (reused := _finished_anywhere([run_dirs[name], *others], cfg)) is not None:
-            rows[name] = reused
-            logging.info("row %s: reusing %s", name, reused["run_dir"])
-    for name, cfg in configs.items():
-        if name in rows or args.render_only:
-            continue
-        run_dir = run_dirs[name]
-        corpus = corpus or load_corpus(cfg.data.dataset)
-        logging.info("row %s: training %d steps into %s", name, cfg.train.max_steps, run_dir)
+    def on_result(row: dict) -> None:
+        folder = Path(row["run_dir"])
+        rows[by_folder[folder.name] if folder.parent == out else _row_of(row, configs)] = row
+        write_page()
+
+    if args.render_only:  # the finished rows only, nothing trained
+        for n, cfg in configs.items():
+            if (found := find_finished(cfg, out / folders[n], args.reuse)) is not None:
+                rows[n] = found
+    else:
         try:
-            rows[name] = run_experiment(cfg, run_dir, corpus=corpus, resume=True)
-        except RunInterrupted:  # SIGTERM: stop the table here; the row's state is saved for the next run
+            run_grid(list(configs.values()), out, names=list(folders.values()), reuse=args.reuse,
+                     on_result=on_result, resume=True)
+        except RunInterrupted:  # SIGTERM: the page shows how far the row got; its state is saved for the next run
             write_page()
             raise
-        except Exception as exc:  # keep the other rows
-            logging.exception("row %s failed", name)
-            rows[name] = {"status": "failed", "error": f"{type(exc).__name__}: {exc}"}
-        write_page()
     print(write_page())
     return 0 if all(r.get("status") == "ok" for r in rows.values()) and len(rows) == len(configs) else 1
 
 
-def _run_dirs(parents: list[Path]) -> list[Path]:
-    """The run folders directly under each of ``parents``."""
-    return [d for parent in parents if parent.is_dir() for d in sorted(parent.iterdir()) if d.is_dir()]
+def _row_of(row: dict, configs: dict) -> str:
+    """The row whose config a result reused from another benchmark's folder has."""
+    from seqvae.run_dir import RunDir
 
-
-def _finished_anywhere(run_dirs: list[Path], cfg) -> dict | None:
-    """The first finished result of exactly ``cfg`` among ``run_dirs`` (same config, evaluation included)."""
-    for run_dir in run_dirs:
-        if (found := finished_result(run_dir, cfg)) is not None:
-            return found
-    return None
+    return next(n for n, cfg in configs.items() if RunDir(row["run_dir"]).same_config(cfg))
 
 
 def _f(m: dict, key: str, spec: str) -> str:

@@ -6,13 +6,13 @@ import json
 import logging
 import traceback
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 from seqvae.config import ExperimentConfig
 from seqvae.run_dir import GRID_FILE, RESULTS_FILE, RunDir, atomic_write_json
 
-__all__ = ["GRID_FILE", "cell_name", "compare_metrics", "dataset_key", "failed_row", "finished_result", "load_corpora",
-           "read_grid", "rerun", "run_cell", "run_grid", "write_grid"]
+__all__ = ["GRID_FILE", "cell_name", "compare_metrics", "dataset_key", "failed_row", "find_finished", "finished_result",
+           "load_corpora", "read_grid", "rerun", "run_cell", "run_grid", "write_grid"]
 
 log = logging.getLogger(__name__)
 
@@ -36,14 +36,27 @@ def finished_result(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any
     return RunDir(run_dir).finished_result(cfg)
 
 
-def write_grid(out_dir: Path, configs: list[ExperimentConfig]) -> None:
-    """``out_dir/grid.json``: the resolved config of every cell, in order (atomic write)."""
-    atomic_write_json(out_dir / GRID_FILE,
-                      {"format": "seqvae-grid/1", "cells": [c.model_dump(mode="json") for c in configs]}, indent=1)
+def find_finished(cfg: ExperimentConfig, run_dir: str | Path, reuse: Sequence[str | Path] = ()) -> dict[str, Any] | None:
+    """The finished result of exactly ``cfg`` in ``run_dir``, else in the first run folder directly under one of
+    ``reuse`` (e.g. another benchmark's output, or a folder of committed artifacts) that holds one; None if none."""
+    if (found := finished_result(run_dir, cfg)) is not None:
+        return found
+    for parent in map(Path, reuse):
+        for folder in sorted(d for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []:
+            if (found := finished_result(folder, cfg)) is not None:
+                return found
+    return None
 
 
-def read_grid(out_dir: str | Path) -> list[ExperimentConfig]:
-    """The configs that ``write_grid`` stored in ``out_dir``, validated again.
+def write_grid(out_dir: Path, configs: list[ExperimentConfig], names: list[str] | None = None) -> None:
+    """``out_dir/grid.json``: the resolved config of every cell, in order, and its folder name (atomic write)."""
+    names = names or [cell_name(i, c) for i, c in enumerate(configs)]
+    atomic_write_json(out_dir / GRID_FILE, {"format": "seqvae-grid/1", "names": names,
+                                            "cells": [c.model_dump(mode="json") for c in configs]}, indent=1)
+
+
+def read_grid(out_dir: str | Path) -> tuple[list[ExperimentConfig], list[str]]:
+    """The configs that ``write_grid`` stored in ``out_dir``, validated again, and their folder names.
 
     Raises:
         seqvae.config.ConfigError: no grid there, a malformed file, or a cell that no longer validates.
@@ -54,11 +67,17 @@ def read_grid(out_dir: str | Path) -> list[ExperimentConfig]:
     try:
         data = json.loads(path.read_text())
         cells = data["cells"]
+        names = data.get("names")
     except FileNotFoundError:
         raise ConfigError(f"{path}: not found; is {out_dir} the output folder of a seqvae bench?") from None
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise ConfigError(f"{path}: not a readable grid file ({type(exc).__name__}: {exc})") from None
-    return [validate_experiment(c, source=f"{path} (grid cell {i})") for i, c in enumerate(cells)]
+    configs = [validate_experiment(c, source=f"{path} (grid cell {i})") for i, c in enumerate(cells)]
+    if names is None:  # written before the names were stored: the default names
+        names = [cell_name(i, c) for i, c in enumerate(configs)]
+    elif not (isinstance(names, list) and len(names) == len(configs) and all(isinstance(n, str) for n in names)):
+        raise ConfigError(f"{path}: 'names' must list one folder name per cell")
+    return configs, names
 
 
 def load_corpora(
@@ -160,6 +179,8 @@ def run_grid(
     configs: list[ExperimentConfig],
     out_dir: str | Path,
     *,
+    names: list[str] | None = None,
+    reuse: Sequence[str | Path] = (),
     cache_dir: str | Path | None = None,
     progress: bool = False,
     on_result: Callable[[dict[str, Any]], None] | None = None,
@@ -169,11 +190,17 @@ def run_grid(
 ) -> list[dict[str, Any]]:
     """Train and evaluate every config; a failing cell is recorded (status ``failed``) and the grid goes on.
 
-    The grid is written to ``grid.json`` first, so ``seqvae bench --resume OUT_DIR`` can find it;
-    ``results.jsonl`` gets one row per cell as it finishes. Each distinct data set is loaded once
-    and shared by the cells that use it; ``corpora`` may hold some already loaded, keyed by
-    ``dataset_key``. With ``resume``, finished cells are reused as they are and unfinished ones
-    continue from their last checkpoint (see ``seqvae.training.run_experiment``).
+    Each cell runs in ``out_dir/<name>``, ``names`` giving the folder names (default:
+    [`cell_name`][seqvae.bench.runner.cell_name]). The grid is written to ``grid.json`` first, so
+    ``seqvae bench --resume OUT_DIR`` can find it; ``results.jsonl`` gets one row per cell as it
+    finishes. Each distinct data set is loaded once and shared by the cells that use it; ``corpora``
+    may hold some already loaded, keyed by ``dataset_key``.
+
+    With ``resume``, the finished cells (in their own folder, or in a run folder directly under one
+    of ``reuse``: see [`find_finished`][seqvae.bench.runner.find_finished]) are reported first, as they
+    are, and the unfinished ones continue from their last checkpoint (see
+    ``seqvae.training.run_experiment``). ``on_result`` is called with each row as it is known.
+    ``seqvae.training.RunInterrupted`` (SIGTERM, Ctrl-C) stops the grid with every state saved.
 
     ``parallel`` > 1 runs that many cells at once in worker processes, each with
     ``cpu_count // parallel`` threads, so the cores are shared, not oversubscribed. The rows come
@@ -183,10 +210,13 @@ def run_grid(
 
     corpora = dict(corpora or {})
     out_dir = Path(out_dir)
+    names = names or [cell_name(i, cfg) for i, cfg in enumerate(configs)]
+    if len(names) != len(configs) or len(set(names)) != len(names):
+        raise ValueError(f"run_grid needs one distinct folder name per config (got {len(names)} for {len(configs)})")
     rank0 = is_rank_zero()  # the other processes of a multi-device launch only train
     if rank0:
         out_dir.mkdir(parents=True, exist_ok=True)
-        write_grid(out_dir, configs)
+        write_grid(out_dir, configs, names)
         (out_dir / RESULTS_FILE).unlink(missing_ok=True)
 
     def record(row: dict[str, Any]) -> None:
@@ -196,11 +226,22 @@ def run_grid(
         if on_result:
             on_result(row)
 
-    dirs = [out_dir / cell_name(i, cfg) for i, cfg in enumerate(configs)]
-    if parallel > 1 and len(configs) > 1:
-        return _run_parallel(configs, dirs, cache_dir, corpora, resume, parallel, record)
-    rows = []
-    for i, (cfg, run_dir) in enumerate(zip(configs, dirs)):
+    dirs = [out_dir / name for name in names]
+    done: dict[int, dict[str, Any]] = {}
+    if resume:  # every finished cell first, so whoever watches the rows sees them all at once
+        for i, (cfg, run_dir) in enumerate(zip(configs, dirs)):
+            if (found := find_finished(cfg, run_dir, reuse)) is not None:
+                log.info("cell %s finished before; reusing %s", run_dir.name, found.get("run_dir", run_dir))
+                done[i] = found
+                record(found)
+    todo = [i for i in range(len(configs)) if i not in done]
+    if parallel > 1 and len(todo) > 1:
+        rows = _run_parallel([configs[i] for i in todo], [dirs[i] for i in todo], cache_dir, corpora, resume,
+                             parallel, record)
+        done.update(zip(todo, rows))
+        return [done[i] for i in range(len(configs))]
+    for i in todo:
+        cfg, run_dir = configs[i], dirs[i]
         log.info("cell %d/%d: %s", i + 1, len(configs), run_dir.name)
         try:
             corpus = load_corpora([cfg], cache_dir, corpora)[dataset_key(cfg)]
@@ -209,8 +250,8 @@ def run_grid(
         else:
             row = run_cell(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus, resume=resume)
         record(row)
-        rows.append(row)
-    return rows
+        done[i] = row
+    return [done[i] for i in range(len(configs))]
 
 
 def _run_parallel(configs: list[ExperimentConfig], dirs: list[Path], cache_dir: Any, corpora: dict[str, Any],

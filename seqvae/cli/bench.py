@@ -195,14 +195,15 @@ def _resume_bench(out_dir: Path, cache_dir: Optional[Path], progress: Optional[b
     from seqvae.bench.runner import read_grid, run_grid
 
     try:
-        configs = read_grid(out_dir)
+        configs, names = read_grid(out_dir)
     except ConfigError as exc:
         _fail(str(exc))
     _check_parallel(parallel, configs)
     corpora = _load_corpora(configs, cache_dir)
     log.info("resuming %d cell(s) in %s", len(configs), out_dir)
-    rows = _interruptible(lambda: run_grid(configs, out_dir, cache_dir=cache_dir, progress=_progress_wanted(progress),
-                                           corpora=corpora, resume=True, parallel=parallel), out_dir)
+    rows = _interruptible(lambda: run_grid(configs, out_dir, names=names, cache_dir=cache_dir,
+                                           progress=_progress_wanted(progress), corpora=corpora, resume=True,
+                                           parallel=parallel), out_dir)
     _report_grid(rows, f"seqvae bench --resume {out_dir}", as_json, fmt)
 
 
