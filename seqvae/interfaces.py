@@ -42,6 +42,7 @@ __all__ = [
     "Strategy",
     "TrainingContext",
     "VAEOutput",
+    "kl_weight",
 ]
 
 _LOG_2PI = math.log(2 * math.pi)
@@ -430,7 +431,11 @@ class Strategy(Component):
         """Set-up that needs the run (data, optimizers). Default: nothing."""
 
     def beta(self, schedule: Schedule, step: int, total_steps: int) -> float:
-        """The KL weight at ``step``. Default: the schedule's."""
+        """The KL weight at ``step``. Default: the schedule's.
+
+        The strategy is the one place that decides the KL weight of a training step: the loop asks
+        [`kl_weight`][seqvae.interfaces.kl_weight], which calls this, and passes the number to the model.
+        """
         return float(schedule(step, total_steps))
 
     def before_step(self, context: TrainingContext, batch: Batch, step: int) -> None:
@@ -453,3 +458,19 @@ class Strategy(Component):
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore what ``state_dict`` returned. Default: nothing."""
+
+
+def kl_weight(strategy: Strategy, schedule: Schedule, step: int, total_steps: int) -> float:
+    """The KL weight (beta) of training step ``step``: ``strategy.beta(schedule, step, total_steps)``, checked.
+
+    Raises:
+        ComponentError: beta is negative or not finite; the message names the schedule (and the
+            strategy, when it is not the standard one that passes the schedule's value on).
+    """
+    beta = float(strategy.beta(schedule, step, total_steps))
+    if not (0.0 <= beta < math.inf):  # every step: a float comparison
+        kind = getattr(getattr(strategy, "config", None), "kind", None)
+        via = "" if kind in (None, "standard") else f" through {component_label('strategy', strategy)}"
+        raise ComponentError(f"{component_label('schedule', schedule)}{via} gave beta {beta} at step {step} of "
+                             f"{total_steps}; want a finite number >= 0")
+    return beta

@@ -54,7 +54,8 @@ class SequenceVAE(nn.Module):
 
     The training objective per sentence is ``rec + beta * KL'`` where ``rec = -log p(x|z)`` (summed
     over the real target tokens; padding never counts), ``KL'`` is the KL after the regularizers'
-    ``transform_kl`` hooks, and ``beta = schedule(step, total_steps)``. The loss is the batch mean
+    ``transform_kl`` hooks, and ``beta`` the KL weight the caller passes (in training, the strategy's choice:
+    [`kl_weight`][seqvae.interfaces.kl_weight]). The loss is the batch mean
     plus any regularizer's extra losses.
     """
 
@@ -122,11 +123,14 @@ class SequenceVAE(nn.Module):
         step: int = 0,
         total_steps: int = 1,
         generator: torch.Generator | None = None,
-        beta: float | None = None,
+        *,
+        beta: float,
     ) -> VAEOutput:
         """One training (or evaluation) pass with a single reparameterised sample of z.
 
-        ``beta`` overrides the schedule's KL weight (a training strategy's choice).
+        ``beta`` is the KL weight of this pass. In training the strategy decides it
+        ([`kl_weight`][seqvae.interfaces.kl_weight], normally the schedule's value at ``step``);
+        the model only applies it.
         """
         for reg in self.regularizers:  # the run's length, as the schedule gets it (Regularizer.total_steps)
             reg.total_steps = total_steps
@@ -145,11 +149,9 @@ class SequenceVAE(nn.Module):
         kl_loss = kl_per_dim
         for reg in self.regularizers:
             kl_loss = reg.transform_kl(kl_loss, step)
-        from_schedule = beta is None
-        beta = float(self.schedule(step, total_steps)) if beta is None else float(beta)
-        if not (0.0 <= beta < math.inf):  # every step: a float comparison
-            who = component_label("schedule", self.schedule) + ("" if from_schedule else " through the training strategy")
-            raise ComponentError(f"{who} gave beta {beta} at step {step} of {total_steps}; want a finite number >= 0")
+        beta = float(beta)
+        if not (0.0 <= beta < math.inf):
+            raise ValueError(f"beta {beta} at step {step}: want a finite number >= 0")
         kl = kl_per_dim.sum(-1)  # b
         loss = (rec + beta * kl_loss.sum(-1)).mean()
         out = VAEOutput(

@@ -307,7 +307,7 @@ def _check_extra_loss(name: str) -> None:
     from seqvae.interfaces import ComponentError
 
     try:
-        out = model(batch, step=3, total_steps=10, generator=torch.Generator().manual_seed(0))
+        out = model(batch, step=3, total_steps=10, generator=torch.Generator().manual_seed(0), beta=1.0)
     except ComponentError as exc:  # the model's own boundary check saw it first
         raise AssertionError(str(exc)) from None
     reg = model.regularizers[0]

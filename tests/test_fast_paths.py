@@ -90,7 +90,7 @@ def test_the_fast_precision_gives_the_fp32_loss_on_a_fixed_batch(decoder):
     def run(bf16: bool):
         model.zero_grad()
         with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            out = model(batch, step=0, total_steps=1, generator=torch.Generator().manual_seed(3))
+            out = model(batch, step=0, total_steps=1, generator=torch.Generator().manual_seed(3), beta=1.0)
         out.loss.backward()
         norm = torch.sqrt(sum(p.grad.float().pow(2).sum() for p in model.parameters() if p.grad is not None))
         return out, norm

@@ -50,8 +50,12 @@ def test_loss_is_rec_plus_beta_kl_with_regularizers_in_order():
     model = tiny_model(schedule={"kind": "constant", "value": 0.5},
                        regularizers=[{"kind": "free-bits", "threshold": 5.0}]).eval()
     batch = tiny_store(6).batch(torch.arange(6), VOCAB)
-    out = model(batch, step=3, total_steps=10, generator=torch.Generator().manual_seed(1))
-    assert out.beta == 0.5
+    from seqvae.interfaces import kl_weight
+    from seqvae.testing import build_component
+
+    beta = kl_weight(build_component("strategy", "standard"), model.schedule, 3, 10)  # what training passes
+    out = model(batch, step=3, total_steps=10, generator=torch.Generator().manual_seed(1), beta=beta)
+    assert beta == out.beta == 0.5
     kl_floor = torch.clamp(out.kl_per_dim.mean(0), min=5.0).sum()  # every dim below 5 nats -> floored
     torch.testing.assert_close(out.loss, out.rec.mean() + 0.5 * kl_floor)
     torch.testing.assert_close(out.kl, out.kl_per_dim.sum(-1))  # reported KL stays raw
@@ -66,13 +70,13 @@ def test_historyless_decoder_sees_only_unk_during_training():
     seen = []
     # the decoder's embedding sees the (corrupted) inputs, in the fused path and the logits path alike
     model.decoder.embed.register_forward_pre_hook(lambda mod, args: seen.append(args[0].clone()))
-    model(batch)
+    model(batch, beta=1.0)
     inputs = seen[-1]
     words = batch.inputs >= 4
     assert torch.all(inputs[words] == VOCAB.unk_id)
     assert torch.equal(inputs[~words], batch.inputs[~words])
     model.eval()
-    model(batch)
+    model(batch, beta=1.0)
     assert torch.equal(seen[-1], batch.inputs)  # evaluation is never corrupted
 
 
@@ -201,7 +205,7 @@ def test_language_model_baseline_has_no_latent_and_an_exact_nll():
     assert m["kl"] == 0 and m["mi"] == 0 and m["au"] == 0 and m["shuffle_gap"] == 0
     assert m["iw_samples"] == 1 and m["iw_nll"] == pytest.approx(m["neg_elbo"], rel=1e-9)
     assert m["collapsed"] is None and "no latent" in m["collapse_rule"]
-    out = lm(store.batch(torch.arange(4), VOCAB))
+    out = lm(store.batch(torch.arange(4), VOCAB), beta=1.0)
     assert out.z.shape == (4, 0) and torch.all(out.kl == 0)
     out.loss.backward()  # trains as a plain language model
     assert lm.decoder.out.weight.grad.abs().sum() > 0

@@ -231,7 +231,7 @@ def test_ae_pretrain_beta_and_the_decoder_reset():
     assert strat.beta(sched, 25, 100) == sched(0, 75) and strat.beta(sched, 60, 100) == sched(35, 75)
     model = build_model(validate_experiment(_TINY), _vocab())
     opt = torch.optim.Adam(model.parameters())
-    model(_store().batch(torch.arange(4), _vocab())).loss.backward()
+    model(_store().batch(torch.arange(4), _vocab()), beta=1.0).loss.backward()
     opt.step()
     assert opt.state
     system = TrainingContext(model=model, cfg=validate_experiment({**_TINY, "train": {"max_steps": 100}}),
@@ -267,13 +267,13 @@ def test_aggressive_run_updates_the_encoder_in_inner_steps_and_records_the_phase
 def test_aggressive_outer_step_leaves_the_encoder_alone():
     strat = build_component("strategy", "aggressive")
     model = build_model(validate_experiment(_TINY), _vocab())
-    model(_store().batch(torch.arange(4), _vocab())).loss.backward()
+    model(_store().batch(torch.arange(4), _vocab()), beta=1.0).loss.backward()
     system = TrainingContext(model=model, cfg=validate_experiment(_TINY), corpus=None)
     strat.before_optimizer_step(system, 0)
     assert all(p.grad is None for p in model.encoder.parameters())
     assert any(p.grad is not None for p in model.decoder.parameters())
     strat.active = False
-    model(_store().batch(torch.arange(4), _vocab())).loss.backward()
+    model(_store().batch(torch.arange(4), _vocab()), beta=1.0).loss.backward()
     strat.before_optimizer_step(system, 1)
     assert all(p.grad is not None for p in model.encoder.parameters())
 

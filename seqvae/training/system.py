@@ -11,7 +11,7 @@ import torch
 
 from seqvae.config import ExperimentConfig
 from seqvae.data.batch import Batch
-from seqvae.interfaces import Strategy, TrainingContext
+from seqvae.interfaces import Strategy, TrainingContext, kl_weight
 from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 from seqvae.training.checkpoint import rng_state, set_rng_state
@@ -82,7 +82,7 @@ class VAESystem(L.LightningModule):
 
     def forward(self, batch: Batch):
         step, total = self.global_step, self.cfg.train.max_steps
-        beta = self.strategy.beta(self.model.schedule, step, total)
+        beta = kl_weight(self.strategy, self.model.schedule, step, total)
         return self.model(batch, step=step, total_steps=total, beta=beta)
 
     def on_train_end(self) -> None:

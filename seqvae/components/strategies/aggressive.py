@@ -16,7 +16,7 @@ import torch
 from pydantic import Field
 
 from seqvae.config import ComponentConfig
-from seqvae.interfaces import Batch, BuildContext, Strategy, TrainingContext
+from seqvae.interfaces import Batch, BuildContext, Strategy, TrainingContext, kl_weight
 
 __all__ = ["AggressiveStrategy"]
 
@@ -117,7 +117,7 @@ class AggressiveStrategy(Strategy):
         if not self.active:
             return
         model, opt = context.model, self._optimizer
-        beta = self.beta(model.schedule, step, context.cfg.train.max_steps)
+        beta = kl_weight(self, model.schedule, step, context.cfg.train.max_steps)
         clip = context.cfg.train.grad_clip
         previous, loss_sum, tokens = float("inf"), 0.0, 0
         for inner in range(1, self.config.max_inner_steps + 1):
