@@ -53,59 +53,14 @@ SUITE_PARAMS: dict[str, dict[str, Any]] = {
 }
 
 
-#: Remarks printed under a suite's table, about how its rows were measured.
-SUITE_NOTES: dict[str, list[str]] = {
-    "synthetic": [
-        "Side runs on the aggressive row, measured 2026-11-29 (seed 0, 4,000 steps, IW-NLL with K = 100, one CPU "
-        "thread beside the PTB benchmark):",
-        "- Inner updates with Adam 1e-3 instead of SGD 1.0 (`seqvae bench --suite synthetic --schedule constant "
-        "--strategy aggressive --set strategy.encoder_optimizer=adam --iw-samples 100`): KL 0.059, MI 0.052, AU 2, "
-        "IW-NLL 39.66. The phase ended at step 1,000 (validation MI 0.081 at step 500, 0.069 at step 1,000).\n"
-        "- He et al.'s optimizer everywhere, plain SGD with lr 1.0 (`seqvae bench --suite synthetic --schedule "
-        "constant --strategy standard --strategy aggressive --set train.optimizer=sgd --set train.lr=1.0 "
-        "--iw-samples 100`): the standard row gives KL 0.111, MI -0.002, AU 0, IW-NLL 39.65; the aggressive row "
-        "KL 0.037, MI -0.003, AU 0, IW-NLL 39.53. Its validation MI reached 0.444 at step 500 and fell to 0.071 at "
-        "step 1,000, which ended the phase; standard training then collapsed the posterior again.\n"
-        "- He et al.'s initialisation (`--set model.init=uniform`: weights U(-0.01, 0.01), embeddings U(-0.1, 0.1)), "
-        "measured 2026-11-29 with the same command plus that flag: with Adam, standard KL 0.002, AU 0, IW-NLL 46.73 "
-        "and aggressive KL 0.001, AU 0, IW-NLL 44.75 (the small weights slow Adam down: both NLLs are 5 to 7 nats "
-        "above the default-init rows); with SGD lr 1.0 as well (their whole setting), standard KL 0.000, AU 0, "
-        "IW-NLL 38.67 and aggressive KL 0.005, AU 0, IW-NLL 38.82. The validation MI of the aggressive phase stayed "
-        "below 0 (-0.013 at step 0, -0.007 at step 500, -0.012 at step 1,000).\n"
-        "- He et al.'s README setting, KL annealing from 0.1 (`--schedule linear --set schedule.start=0.1`, "
-        "rising to 1 over the first half of the run; they rise over 10 epochs): the standard row does not collapse "
-        "(KL 1.573, MI 1.359, AU 2, IW-NLL 39.63) and neither does the aggressive one (KL 1.487, MI 1.282, AU 2, "
-        "IW-NLL 39.53; validation MI 1.90 at step 500, 1.46 at step 1,000, when the phase ended).",
-        "So at this budget (8 epochs; He et al. train 50) aggressive training with beta = 1 from the start raises "
-        "the MI only while its phase lasts, and no variant we ran escapes the KL < 0.1 collapse verdict; the default "
-        "reaches AU 1 against the baseline's 0. With annealing from 0.1 neither row collapses, and aggressive "
-        "training gives a 0.10 nats lower IW-NLL than standard training (one seed).",
-        "Wall times (train s, eval s) were measured on a machine shared with other jobs (the PTB benchmark, test "
-        "runs); compare them within a row's order of magnitude only. The bn-vae row was trained again on 2026-11-29 "
-        "with one thread beside the PTB benchmark, after bn-vae stopped using BatchNorm's additive eps (see the PTB "
-        "remedies page); before, it measured KL 0.644, AU 2, IW-NLL 39.70.",
-    ],
-    "ptb": [
-        "The `bn-vae` row was first trained with `torch.nn.BatchNorm1d`'s normalisation, which divides by "
-        "sqrt(var + eps). With beta = 1 and Adam the encoder shrank its spread of means below eps and the KL "
-        "left the floor: training KL 7.81 at step 49, 0.013 at step 99; at step 2,684 (stopped) the raw means' "
-        "batch variance was about 1e-9. `bn-vae` now divides by the batch standard deviation itself (no eps; "
-        "see its docstring and `test_bn_vae_floor_survives_adam_shrinking_the_encoder`), and the row was "
-        "trained again from scratch. Zhu et al. train with SGD, where the pull towards eps is negligible. "
-        "Retrained, its training KL (logged every 50 steps) stayed between 7.85 and 8.25. The test KL of 7.815 is "
-        "0.3% under the floor because evaluation normalises with the running statistics, not each test "
-        "batch's own (the check allows 1%).",
-        "The `delta-vae` row meets its committed rate (KL 4.801 against 32 x 0.15 = 4.800) and still carries almost "
-        "nothing: MI 0.043, shuffle gap -0.003. The encoder pays the floor with a posterior that hardly depends on "
-        "the sentence, so the KL floor alone does not make z used (Razavi et al.'s text models use sequential "
-        "latents with an AR(1) prior, recalled and not verified, rather than this one Gaussian z).",
-        "The `aggressive` row's phase costs about 5.1 to 5.4 s per step (41 inner encoder updates per step on "
-        "average, up to 100) against 0.13 to 0.18 s for a standard step, so each epoch of the phase takes about "
-        "1.9 h on 2 threads. The row trains in pieces: stopped with SIGTERM, resumed from its `resume.ckpt` by the "
-        "same command (a resumed aggressive run reproduces a straight one exactly: "
-        "`test_a_crashed_run_resumes_to_the_metrics_of_a_straight_run`).",
-    ],
-}
+NOTES = Path(__file__).with_name("notes")
+"""``notes/<suite>-remedies.md``: remarks printed under a suite's table (side runs, how rows were measured)."""
+
+
+def suite_notes(suite: str) -> list[str]:
+    """The remarks of ``notes/<suite>-remedies.md``, one per paragraph (none without the file)."""
+    path = NOTES / f"{suite}-remedies.md"
+    return path.read_text().strip().split("\n\n") if path.exists() else []
 
 
 def rows_for(suite: str) -> dict[str, dict[str, Any]]:
@@ -324,7 +279,7 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         )
     skipped = SUITE_PARAMS[args.suite].get("skip", {})
     lines += [f"\nNot run on this suite: `{name}`, {why}." for name, why in skipped.items()]
-    lines += [f"\n{note}" for note in [*SUITE_NOTES.get(args.suite, []), *args.note]]
+    lines += [f"\n{note}" for note in [*suite_notes(args.suite), *args.note]]
     notes = [f"- `{n}`: {json.dumps(r['strategy_state'])}" for n, r in rows.items()
              if r.get("status") == "ok" and r.get("strategy_state")]
     if notes:
