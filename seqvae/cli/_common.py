@@ -51,7 +51,15 @@ app.add_typer(plugins_app, name="plugins")
 config_app = typer.Typer(help="The experiment config: its JSON Schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
-out = Console(width=None if sys.stdout.isatty() else 200)
+def _piped_width() -> int | None:
+    """Output width: the terminal's; when piped, ``COLUMNS`` if set, else 200 (nothing wraps in a file)."""
+    if sys.stdout.isatty():
+        return None
+    columns = os.environ.get("COLUMNS", "")
+    return int(columns) if columns.isdigit() and int(columns) > 0 else 200
+
+
+out = Console(width=_piped_width())
 err = Console(stderr=True)
 log = logging.getLogger("seqvae")
 
