@@ -332,3 +332,15 @@ def test_sigterm_ends_a_run_with_a_100k_word_line_within_seconds(tmp_path):
     _, stderr = proc.communicate(timeout=60)
     assert time.monotonic() - sent < 20 and proc.returncode == 143, stderr[-2000:]
     assert "stopped by SIGTERM" in stderr and f"--resume {out}" in stderr
+
+
+@pytest.mark.parametrize(("columns", "width"), [(None, 200), ("88", 88), ("wide", 200), ("0", 200)])
+def test_piped_output_is_200_columns_or_what_columns_says(monkeypatch, columns, width):
+    from seqvae.cli._common import _piped_width
+
+    monkeypatch.setattr("sys.stdout.isatty", lambda: False)
+    if columns is None:
+        monkeypatch.delenv("COLUMNS", raising=False)
+    else:
+        monkeypatch.setenv("COLUMNS", columns)
+    assert _piped_width() == width
