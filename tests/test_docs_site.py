@@ -61,3 +61,53 @@ def test_the_check_of_a_site_folder_names_the_page(tmp_path):
     assert check_site.main([str(tmp_path)]) == 1
     (tmp_path / "concepts" / "metrics" / "index.html").write_text("<p>fine</p>")
     assert check_site.main([str(tmp_path)]) == 0
+
+
+# ------------------------------------------------------------------------------ the browser check
+
+_FINE = {"maths": 3, "unsized": 0, "rawTex": 0, "roles": 0, "overflow": 0, "broken": []}
+
+
+@pytest.mark.parametrize(("measured", "why"), [
+    ({"unsized": 2}, "2 of 3 formulas not laid out"),
+    ({"rawTex": 1}, "raw TeX"),
+    ({"roles": 4}, "reST role"),
+    ({"overflow": 35}, "35 px wider than a 1280 px window"),
+    ({"broken": ["ptb.{train,valid,test}.txt"]}, "breaks 'ptb.{train,valid,test}.txt' in the middle"),
+    ({"error": "SecurityError"}, "could not be measured"),
+])
+def test_the_browser_check_reports_each_measured_problem(measured, why):
+    check = _load("check_browser")
+    assert check.problems(_FINE) == []
+    (found,) = check.problems({**_FINE, **measured})
+    assert why in found
+
+
+_PLANTED = """<!doctype html><html><head><meta charset="utf-8"><style>body {{ margin: 0 }}</style></head>
+<body>{body}</body></html>"""
+
+
+@pytest.mark.skipif(not _load("check_browser").find_browser(), reason="no Chromium on this machine")
+def test_a_real_browser_sees_each_planted_problem(tmp_path):
+    check = _load("check_browser")
+    pages = {
+        "good": '<p>fine <math><mi>x</mi><mo>=</mo><mn>1</mn></math></p><pre>\\(x\\) in code is fine</pre>'
+                '<table><tr><td>sentence-vae</td><td>a b</td></tr></table>',
+        "hidden-maths": '<p><math style="display:none"><mi>x</mi></math> and <math><mi>y</mi></math></p>',
+        "raw-tex": "<p>the KL \\(q(z|x)\\) of a sentence</p>",
+        "role": "<p>see :class:`Encoder`</p>",
+        "too-wide": '<div style="width:1700px">wide</div>',
+        "narrow-cell": '<table style="table-layout:fixed;width:300px"><tr><td style="width:40px;word-break:break-all">'
+                       "ptb.train.txt</td><td>x</td></tr></table>",
+    }
+    for name, body in pages.items():
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "index.html").write_text(_PLANTED.format(body=body))
+    measured = check.measure(tmp_path, check.find_browser())
+    found = {page.split("/")[0]: check.problems(m) for page, m in measured.items()}
+    assert found["good"] == [] and measured["good/index.html"]["maths"] == 1
+    assert found["hidden-maths"] == ["1 of 2 formulas not laid out"]
+    assert found["raw-tex"] == ["raw TeX (\\( or \\[) in the text"]
+    assert found["role"] == ["a reST role shown as text"]
+    assert len(found["too-wide"]) == 1 and "wider than a 1280 px window" in found["too-wide"][0]
+    assert found["narrow-cell"] == ["a table cell breaks 'ptb.train.txt' in the middle"]

@@ -45,7 +45,7 @@ class PTBDataset(DatasetBuilder):
 
     class Config(ComponentConfig):
         data_dir: str | None = Field(
-            None, description="Folder with ptb.{train,valid,test}.txt; None = <cache_dir>/ptb."
+            None, description="Folder with ptb.train.txt, ptb.valid.txt and ptb.test.txt; None = <cache_dir>/ptb."
         )
         download: bool = Field(False, description="Fetch missing files from url (only when data_dir is unset).")
         url: str = Field(PTB_URL, description="Base URL the three files are downloaded from.")
