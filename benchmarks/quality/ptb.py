@@ -10,9 +10,10 @@ Adam 1e-3) for these rows, one run folder each, and writes ``ptb-results.md`` ne
     cyclical            VAE, cyclical annealing, 4 cycles, R = 0.5 (Fu et al. 2019)
     free-bits           VAE, beta = 1, free bits 0.25 nats/dim = 8 nats for z = 32 (Li et al. 2019's target)
 
-With ``--suite ptb-converged`` every row trains until its validation stops improving (the recipe
-of Li et al. 2019: lr halved after 2 epochs without a new best, best weights restored, stop after 5
-decays; the best weights are evaluated), two more rows run:
+With ``--suite ptb-converged`` every row trains until its validation stops improving, with the
+recipe behind the published table (He et al. 2019's code, as Li et al. 2019 ran it: SGD lr 1.0,
+uniform initialisation, from epoch 15 the lr halved after 2 epochs without a new best, best weights
+restored, stop after 5 decays; the best weights are evaluated), and two more rows run:
 
     ae-pretrain+fb      AE pretraining (beta = 0), then the VAE with free bits 0.25/dim (Li et al. 2019)
     aggressive          aggressive encoder training (He et al. 2019)
