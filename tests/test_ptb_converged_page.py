@@ -3,21 +3,15 @@ convergence table, and rows that survive a new machine through their committed s
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import shutil
-from pathlib import Path
 
+from tests.scripts import load_script
 from tests.test_cli import _tiny_ptb
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def _ptb_script():
-    spec = importlib.util.spec_from_file_location("ptb_bench", ROOT / "benchmarks" / "quality" / "ptb.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/quality/ptb.py")
 
 
 def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifacts(tmp_path, monkeypatch):

@@ -22,6 +22,7 @@ from seqvae.data.corpus import TokenStore
 from seqvae.data.vocab import SPECIALS, Vocab
 from seqvae.interfaces import DiagonalGaussian, Prior, TrainingContext
 from seqvae.testing import TINY_CTX, build_component, random_batch_tokens
+from tests.scripts import load_script
 
 runner = CliRunner()
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -363,13 +364,7 @@ def test_aggressive_phase_ends_after_patience_falls_in_validation_mi(patience, e
 
 
 def _remedies_script():
-    import importlib.util
-
-    path = Path(__file__).resolve().parents[1] / "benchmarks" / "quality" / "remedies.py"
-    spec = importlib.util.spec_from_file_location("remedies_script", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/quality/remedies.py")
 
 
 @pytest.fixture(scope="module")

@@ -3,20 +3,16 @@ shows each command with the output it printed."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from tests.scripts import load_script
 
 
 def _tutorial_script():
-    spec = importlib.util.spec_from_file_location("tutorial_script", ROOT / "benchmarks" / "quality" / "tutorial.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_script("benchmarks/quality/tutorial.py")
 
 
 def _tiny_corpus(folder: Path) -> Path:
