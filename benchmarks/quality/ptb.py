@@ -160,7 +160,8 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     lines = [
         "# PTB quality benchmark",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {_threads()} CPU threads "
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {_threads()} CPU "
+        f"thread{'' if _threads() == 1 else 's'} "
         f"(Python {platform.python_version()}), written by `benchmarks/quality/ptb.py`.",
         "",
         f"Command: `{cmd}`. Suite `{args.suite}`: embedding {any_cfg.model.embed_dim}, LSTM "
