@@ -150,6 +150,7 @@ def _fmt(m: dict, key: str, spec: str) -> str:
 def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     """The results page: the measured table, how it was run, and the published numbers."""
     any_cfg = next(iter(configs.values()))
+    threads = _threads()
     t = any_cfg.train
     epochs = t.max_steps * any_cfg.data.batch_size / 42_068
     cmd = "python benchmarks/quality/ptb.py " + " ".join(
@@ -160,8 +161,8 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     lines = [
         "# PTB quality benchmark",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {_threads()} CPU "
-        f"thread{'' if _threads() == 1 else 's'} "
+        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {threads} CPU "
+        f"thread{'' if threads == 1 else 's'} "
         f"(Python {platform.python_version()}), written by `benchmarks/quality/ptb.py`.",
         "",
         f"Command: `{cmd}`. Suite `{args.suite}`: embedding {any_cfg.model.embed_dim}, LSTM "

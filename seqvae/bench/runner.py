@@ -38,13 +38,15 @@ def finished_result(run_dir: str | Path, cfg: ExperimentConfig) -> dict[str, Any
 
 def find_finished(cfg: ExperimentConfig, run_dir: str | Path, reuse: Sequence[str | Path] = ()) -> dict[str, Any] | None:
     """The finished result of exactly ``cfg`` in ``run_dir``, else in the first run folder directly under one of
-    ``reuse`` (e.g. another benchmark's output, or a folder of committed artifacts) that holds one; None if none."""
-    if (found := finished_result(run_dir, cfg)) is not None:
-        return found
+    ``reuse`` (e.g. another benchmark's output, or a folder of committed artifacts) that holds one; None if none.
+    Its ``run_dir`` is the folder it was found in."""
+    candidates = [Path(run_dir)]
     for parent in map(Path, reuse):
-        for folder in sorted(d for d in parent.iterdir() if d.is_dir()) if parent.is_dir() else []:
-            if (found := finished_result(folder, cfg)) is not None:
-                return found
+        if parent.is_dir():
+            candidates += sorted(d for d in parent.iterdir() if d.is_dir())
+    for folder in candidates:
+        if (found := finished_result(folder, cfg)) is not None:
+            return {**found, "run_dir": str(folder)}
     return None
 
 
@@ -144,16 +146,13 @@ def run_cell(
     cfg: ExperimentConfig, run_dir: Path, *, cache_dir: str | Path | None = None, progress: bool = False,
     corpus: Any = None, resume: bool = False,
 ) -> dict[str, Any]:
-    """One grid cell: its result row, or a ``status: failed`` row with the cause (never raises, but
-    ``seqvae.training.RunInterrupted``, which stops the whole grid)."""
+    """One grid cell trained and evaluated (continued from its checkpoint with ``resume``; finished cells
+    are reused by ``run_grid`` before it gets here): its result row, or a ``status: failed`` row with
+    the cause (never raises, but ``seqvae.training.RunInterrupted``, which stops the whole grid)."""
     from seqvae.training import RunInterrupted, run_experiment
 
     try:
-        row = finished_result(run_dir, cfg) if resume else None
-        if row is None:
-            return run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus, resume=resume)
-        log.info("cell %s finished before; reusing its result", run_dir.name)
-        return row
+        return run_experiment(cfg, run_dir, cache_dir=cache_dir, progress=progress, corpus=corpus, resume=resume)
     except RunInterrupted:  # the whole grid was asked to stop; its state is saved
         raise
     except Exception as exc:  # one failed cell must not cost the rest of the grid
@@ -231,7 +230,7 @@ def run_grid(
     if resume:  # every finished cell first, so whoever watches the rows sees them all at once
         for i, (cfg, run_dir) in enumerate(zip(configs, dirs)):
             if (found := find_finished(cfg, run_dir, reuse)) is not None:
-                log.info("cell %s finished before; reusing %s", run_dir.name, found.get("run_dir", run_dir))
+                log.info("cell %s finished before; reusing %s", run_dir.name, found["run_dir"])
                 done[i] = found
                 record(found)
     todo = [i for i in range(len(configs)) if i not in done]

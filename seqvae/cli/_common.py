@@ -51,6 +51,7 @@ app.add_typer(plugins_app, name="plugins")
 config_app = typer.Typer(help="The experiment config: its JSON Schema.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
 
+
 def _piped_width() -> int | None:
     """Output width: the terminal's; when piped, ``COLUMNS`` if set, else 200 (nothing wraps in a file)."""
     if sys.stdout.isatty():
