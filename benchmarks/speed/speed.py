@@ -364,7 +364,7 @@ def loop_d(name: str, corpus, data_dir: Path, steps: int, warmup: int, device: s
     def step(batch, i: int):
         batch = batch.to(device)
         with _autocast(device, fast):
-            loss = model(batch, step=i, total_steps=warmup + steps).loss
+            loss = model(batch, step=i, total_steps=warmup + steps, beta=1.0).loss
         return loss, batch.lengths.sum()
 
     return timed_training(lambda: stream, step, model, opt, steps, warmup, device,
@@ -428,7 +428,7 @@ def breakdown(name: str, corpus, data_dir: Path, steps: int, device: str, fast: 
 
     def whole(b):
         with _autocast(device, fast):
-            loss = model(b, step=0, total_steps=steps).loss
+            loss = model(b, step=0, total_steps=steps, beta=1.0).loss
         opt.zero_grad(set_to_none=True)
         loss.backward()
         clip_gradients(opt, params, 5.0)
@@ -451,21 +451,26 @@ def breakdown(name: str, corpus, data_dir: Path, steps: int, device: str, fast: 
 
 
 def time_iw(model, corpus, k: int, sentences: int, device: str, fast: bool) -> dict:
-    """Seconds and mean IW-NLL with ``k`` samples on the first ``sentences`` of PTB test (eval batches of 64)."""
-    from seqvae.data.corpus import TokenStore
+    """Seconds and mean IW-NLL with ``k`` samples on about ``sentences`` PTB test sentences.
+
+    The sentences are evenly spaced batches of 64 of the length-sorted test split: the batches that
+    ``seqvae eval`` makes, short and long ones alike. (A slice from the start of the split would put
+    sentences of every length in one batch and pad far more than evaluation does.)
+    """
     from seqvae.data.datamodule import eval_batches
     from seqvae.metrics import batch_generator, iw_log_likelihood
 
-    store = corpus.split("test")
-    n = min(sentences, len(store))
-    batches = eval_batches(TokenStore(store.flat, store.offsets[:n], store.lengths[:n]), corpus.vocab, 64)
+    every = eval_batches(corpus.split("test"), corpus.vocab, 64)
+    m = max(1, min(len(every), round(sentences / 64)))
+    picked = sorted({int((i + 0.5) * len(every) / m) for i in range(m)})
+    batches = [every[i] for i in picked]
     n_tok = sum(int(b.lengths.sum()) for b in batches)
     model.eval().to(device)
     _sync(device)
     t = time.perf_counter()
     total = 0.0
     with torch.no_grad(), _autocast(device, fast):
-        for i, b in enumerate(batches):
+        for i, b in zip(picked, batches):
             total -= float(iw_log_likelihood(model, b.to(device), k, generator=batch_generator(0, i, device)).sum())
     _sync(device)
     return {"seconds": time.perf_counter() - t, "tokens": n_tok, "sentences": sum(b.size for b in batches),
@@ -690,8 +695,9 @@ def render(out: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {name} | {label} | {bd['tokens_per_step']:.0f} | {bd['step']:.1f} | {bd['recurrence']:.1f} | "
                          f"{bd['vocab_ce']:.1f} | {bd['optimizer']:.1f} | {bd['data']:.1f} | {bd['other']:.1f} |")
     lines += ["", "## IW-NLL", "",
-              "On the first test sentences, with the model trained by loop (c) fp32 (its few steps: the nats column",
-              "compares precisions on the same model and the same samples, not a converged number).", "",
+              "On evenly spaced batches of 64 of the length-sorted test split (the batches `seqvae eval` makes), with",
+              "the model trained by loop (c) fp32 (its few steps: the nats column compares precisions on the same",
+              "model and the same samples, not a converged number). The full-test estimate scales by tokens.", "",
               "| model | precision | K | sentences | tokens | seconds | IW-NLL | bf16 FLOP floor (s) | x floor | full test, estimated (s) |",
               "|---|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in out["models"].items():
