@@ -12,7 +12,7 @@ from seqvae.interfaces import BuildContext
 from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 
-__all__ = ["build_context", "build_model", "component_provenance", "uniform_init"]
+__all__ = ["build_context", "build_model", "component_provenance", "reinitialise", "uniform_init"]
 
 
 def build_context(cfg: ExperimentConfig, vocab: Vocab) -> BuildContext:
@@ -67,6 +67,18 @@ def uniform_init(module: nn.Module, init_range: float, embed_init_range: float) 
                     nn.init.zeros_(p[sub.padding_idx])  # under no_grad in nn.init
             else:
                 nn.init.uniform_(p, -init_range, init_range)
+
+
+def reinitialise(module: nn.Module, cfg: ExperimentConfig) -> None:
+    """Fresh parameters for every layer of ``module``, drawn as ``build_model`` draws them (``model.init``).
+
+    Autoencoder pretraining re-initialises the decoder this way when the VAE phase starts.
+    """
+    for sub in module.modules():
+        if sub is not module and hasattr(sub, "reset_parameters"):
+            sub.reset_parameters()
+    if cfg.model.init == "uniform":
+        uniform_init(module, cfg.model.init_range, cfg.model.embed_init_range)
 
 
 def component_provenance(cfg: ExperimentConfig) -> dict[str, str]:

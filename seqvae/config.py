@@ -38,6 +38,7 @@ __all__ = [
     "ModelConfig",
     "TrainConfig",
     "apply_overrides",
+    "deep_merge",
     "format_validation_error",
     "load_config_file",
     "validate_experiment",
@@ -369,6 +370,19 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level, got {type(data).__name__}")
     return data
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``top`` laid over it: nested dicts merge key by key, anything else in ``top`` replaces.
+
+    A config file over a suite (``seqvae bench --suite ptb --config my.yaml``) and a benchmark row with
+    its own training settings (``{"train": {"lr": 0.5}}`` keeps the rest of the suite's ``train``)
+    combine this way. Neither argument is changed.
+    """
+    merged = dict(base)
+    for k, v in top.items():
+        merged[k] = deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
+    return merged
 
 
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

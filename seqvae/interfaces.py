@@ -420,8 +420,9 @@ class Strategy(Component):
 
     ``VAESystem`` calls ``on_train_start`` once, ``beta`` and ``before_step`` on every
     optimizer step (``step`` counts optimizer steps from 0) and ``before_optimizer_step`` after
-    the backward pass. The standard loop is the ``standard`` strategy; aggressive encoder training
-    and autoencoder pretraining are others.
+    the backward pass; the validation recipe asks ``validation_kl_weight`` at each validation and
+    ``has_next_phase`` / ``next_phase`` where it would stop. The standard loop is the ``standard``
+    strategy; aggressive encoder training and autoencoder pretraining are others.
     """
 
     def __init__(self, config: ComponentConfig, ctx: BuildContext | None = None):
@@ -443,6 +444,32 @@ class Strategy(Component):
 
     def before_optimizer_step(self, context: TrainingContext, step: int) -> None:
         """Runs after backward, before the optimizer step (e.g. freeze a part). Default: nothing."""
+
+    def validation_kl_weight(self, step: int) -> float:
+        """The weight of the KL in the validation objective that the training recipes watch at ``step``.
+
+        The recipes ([`ValidationRecipe`][seqvae.training.recipes.ValidationRecipe]: plateau decay,
+        early stopping, the best weights) compare ``rec + w * KL`` on the validation split. Default
+        ``w = 1``: the -ELBO. An autoencoder phase returns 0, so that its plateau is judged on the
+        reconstruction alone, as He et al.'s and Li et al.'s code judge their ``beta = 0`` runs.
+        """
+        return 1.0
+
+    def has_next_phase(self, step: int) -> bool:
+        """Whether training goes on with another phase where the recipe would end it at ``step``.
+
+        Asked when the learning rate has decayed ``train.lr_decay.max_decays`` times or
+        ``train.early_stop`` validations passed without a new best. Default: False (the run stops).
+        """
+        return False
+
+    def next_phase(self, context: TrainingContext, step: int) -> None:
+        """Start the next phase (after ``has_next_phase`` said there is one).
+
+        When the recipe keeps best weights, the model holds the best ones of the phase that ended.
+        Afterwards the recipe starts over: the configured learning rate, no best yet, no decays, and
+        ``lr_decay.start_step`` counted from ``step``. Default: nothing.
+        """
 
     def state(self) -> dict[str, Any]:
         """What the strategy did, recorded in ``result.json`` (e.g. when a phase ended). Default: empty."""

@@ -89,29 +89,38 @@ class _Cut(Exception):
     """Stands for a crash at a chosen step."""
 
 
-def test_a_resumed_run_takes_the_recipes_decisions_from_its_saved_state(tmp_path, monkeypatch):
-    """Crashed two steps after its fourth validation and resumed from the state of step 20 (a step with
-    a validation: the state is written after it): the same validations, learning rates, decays and
-    best weights as a straight run."""
+@pytest.mark.parametrize("strategy, max_steps, crash", [("standard", 40, 22), ("ae-pretrain", 120, 102)],
+                         ids=["standard", "ae-pretrain-until-converged"])
+def test_a_resumed_run_takes_the_recipes_decisions_from_its_saved_state(tmp_path, monkeypatch, strategy, max_steps,
+                                                                        crash):
+    """Crashed two steps after a validation and resumed from the state saved at it (a step with a
+    validation: the state is written after it): the same validations, learning rates, decays and
+    best weights as a straight run. With ``ae-pretrain`` until converged the crash comes after the
+    switch to the VAE: the resumed run stays in that phase and does not reset the decoder again."""
     import seqvae.training as T
 
-    cfg = _cfg(max_steps=40, val_every=5, lr=0.3, optimizer="sgd", grad_clip=0, keep="best", checkpoint_every=10,
-               lr_decay={"factor": 0.5, "patience": 1, "max_decays": 5})
+    raw = {"strategy": {"kind": "ae-pretrain", "switch": "converged"}} if strategy == "ae-pretrain" else {}
+    cfg = validate_experiment({**TINY, **raw, "train": {
+        "max_steps": max_steps, "val_every": 5, "lr": 0.3, "optimizer": "sgd", "grad_clip": 0, "keep": "best",
+        "checkpoint_every": 10, "lr_decay": {"factor": 0.5, "patience": 1, "max_decays": 5 if raw == {} else 2}}})
     straight = run_experiment(cfg, tmp_path / "straight")
+    if raw:
+        assert straight["strategy_state"]["vae_phase_started_at_step"] < crash - 2, "the crash must come after the switch"
     original = T.ResumeCheckpoint.on_train_batch_end
 
-    def crash_at_22(self, trainer, module, *args):
+    def crash_at(self, trainer, module, *args):
         original(self, trainer, module, *args)
-        if trainer.global_step == 22:
+        if trainer.global_step == crash:
             monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", original)
             raise _Cut()
 
-    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", crash_at_22)
+    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", crash_at)
     with pytest.raises(_Cut):
         run_experiment(cfg, tmp_path / "cut")
     resumed = run_experiment(cfg, tmp_path / "cut", resume=True)
     assert resumed["validation"] == straight["validation"]
     assert resumed["metrics"] == straight["metrics"]
+    assert resumed["strategy_state"] == straight["strategy_state"]
 
 
 @pytest.mark.parametrize("train", [{"keep": "best"}, {"early_stop": 3}, {"lr_decay": {}}])
@@ -210,3 +219,39 @@ def test_a_decay_restores_the_best_weights_with_a_fresh_or_the_saved_optimizer_s
         assert torch.equal(opt.state[model.weight]["exp_avg"], best_moment)
     else:
         assert len(opt.state) == 0
+
+
+def test_ae_pretrain_until_converged_then_the_vae_with_the_recipe_started_over(tmp_path):
+    """Li et al.'s two trainings in one run: the autoencoder (beta 0) until the recipe finds its
+    validation reconstruction converged, its best weights back, a fresh decoder, then the VAE from the
+    configured learning rate with its own decays and stop."""
+    cfg = validate_experiment({**TINY, "strategy": {"kind": "ae-pretrain", "switch": "converged"},
+                               "train": {"checkpoint_every": None, "max_steps": 600, "val_every": 4, "lr": 0.3,
+                                         "optimizer": "sgd", "grad_clip": 0, "keep": "best",
+                                         "lr_decay": {"factor": 0.5, "patience": 1, "max_decays": 2}}})
+    res = run_experiment(cfg, tmp_path / "run")
+    switch = res["strategy_state"]["vae_phase_started_at_step"]
+    v = res["validation"]
+    hist = v["validations"]
+    (ae,) = v["phases"]
+    assert switch is not None and ae["ended_at_step"] == switch and "2 learning-rate decays" in ae["why"]
+    assert res["steps"] < 600 and "2 learning-rate decays" in v["stopped_early"]  # phase 2 ended the run
+    phase0 = [h for h in hist if h["phase"] == 0]
+    phase1 = [h for h in hist if h["phase"] == 1]
+    assert phase0 and phase1 and phase0[-1]["step"] == switch and phase1[0]["step"] > switch
+    # the autoencoder phase is judged on its reconstruction: -ELBO minus the KL (which beta 0 lets grow)
+    assert all(h["objective"] < h["neg_elbo"] for h in phase0)
+    assert ae["best"] == min(h["objective"] for h in phase0)
+    assert all(h["objective"] == h["neg_elbo"] for h in phase1)
+    # the recipe started over: phase 2 begins at the configured lr and decays again twice
+    assert phase1[0]["lr"] == 0.3 and sorted({h["lr"] for h in phase1}, reverse=True) == [0.3, 0.15]
+    assert v["best_neg_elbo"] == min(h["neg_elbo"] for h in phase1) and v["best_step"] > switch
+    with open(tmp_path / "run" / "logs" / "metrics.csv") as f:
+        betas = {int(r["step"]): float(r["train/beta"]) for r in csv.DictReader(f) if r.get("train/beta")}
+    assert all(b == 0.0 for s, b in betas.items() if s < switch) and all(b == 1.0 for s, b in betas.items() if s > switch)
+
+
+def test_ae_pretrain_until_converged_needs_the_validation_recipe():
+    with pytest.raises(ConfigError, match="switch 'converged'.*train.val_every"):
+        validate_experiment({**TINY, "strategy": {"kind": "ae-pretrain", "switch": "converged"},
+                             "train": {"max_steps": 50}})

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Optional
 import typer
 from rich.console import Console
 
-from seqvae.config import apply_overrides, load_config_file
+from seqvae.config import apply_overrides, deep_merge, load_config_file
 
 app = typer.Typer(
     name="seqvae",
@@ -241,7 +241,7 @@ def _raw_config(config: Optional[Path], sets: list[str], suite: Optional[str]) -
             _fail(str(exc))
     if config is not None:
         user = load_config_file(config)
-        raw = _deep_merge(raw, user)
+        raw = deep_merge(raw, user)
     return _resolve_data_dir(apply_overrides(raw, sets))
 
 
@@ -256,13 +256,6 @@ def _resolve_data_dir(raw: dict[str, Any]) -> dict[str, Any]:
         if not path.is_absolute():
             spec["data_dir"] = str(path.resolve())
     return raw
-
-
-def _deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for k, v in top.items():
-        merged[k] = _deep_merge(merged[k], v) if isinstance(v, dict) and isinstance(merged.get(k), dict) else v
-    return merged
 
 
 def _set_data_dir(raw: dict[str, Any], data_dir: Path) -> None:
