@@ -26,6 +26,10 @@ def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifa
     assert "- LM baseline: test NLL within 1.5 nats of 101.04 and PPL <= 104: **missed**" in page  # 4 steps
     assert "- cyclical: KL > 0 with IW-NLL within 2 nats of the LM: not run yet" in page
     assert "| lm | 32-true | 0.0 |" in page  # 4 steps of 1,315 per epoch
+    # every row of the suite is on the page; those not asked for say so
+    assert "| cyclical | not run yet |" in page and "| ae-pretrain+fb | 32-true | not run yet |" in page
+    # Li et al.'s row has its own recipe over the suite's (the step cap of --max-steps holds for it too)
+    assert "Row `ae-pretrain+fb` trains with its own settings: lr 0.5, lr_decay.patience 5." in page
     kept = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
     assert kept == sorted(f"{row}/{f}" for row in ("constant", "lm")
                           for f in ("config.json", "logs/metrics.csv", "result.json", "trained.json"))

@@ -118,8 +118,9 @@ def main(argv: list[str] | None = None) -> int:
     # a row lays its settings over the suite's (a row's "train" changes only the fields it names);
     # --max-steps holds for every row, those with their own budget too
     step_cap = {"train": {"max_steps": args.max_steps}} if args.max_steps else {}
-    configs = {name: validate_experiment(deep_merge(deep_merge(base, all_rows[name]), step_cap), source=f"row {name}")
-               for name in args.rows}
+    # every row of the suite, so that the page names those not run yet; only --rows are run
+    configs = {name: validate_experiment(deep_merge(deep_merge(base, row), step_cap), source=f"row {name}")
+               for name, row in all_rows.items()}
     rows: dict[str, dict] = {}
 
     def on_result(row: dict) -> None:  # a row is known: keep its small files, write the page so far
@@ -130,8 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = row
         args.page.write_text(render({n: rows[n] for n in all_rows if n in rows}, configs, args))
 
-    run_grid(list(configs.values()), args.out, names=list(configs), reuse=[args.artifacts] if args.artifacts else [],
-             on_result=on_result, resume=True)  # RunInterrupted (SIGTERM) stops here, the row's state saved
+    run_grid([configs[n] for n in args.rows], args.out, names=list(args.rows),
+             reuse=[args.artifacts] if args.artifacts else [], on_result=on_result, resume=True)  # RunInterrupted (SIGTERM) stops here, the row's state saved
     rows = {name: rows[name] for name in all_rows if name in rows}  # the page lists rows in the canonical order
     page = render(rows, configs, args)
     args.page.write_text(page)
@@ -185,7 +186,11 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "| row | -ELBO | IW-NLL | rec | KL | MI | AU | shuffle gap | PPL (IW) | PPL (ELBO) | collapsed | train s | eval s |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---:|---:|",
     ]
-    for name, r in rows.items():
+    for name in configs:
+        r = rows.get(name)
+        if r is None:
+            lines.append(f"| {name} | not run yet |" + " |" * 11)
+            continue
         m = r.get("metrics") or {}
         if r.get("status") != "ok":
             lines.append(f"| {name} | failed: {r.get('error', '?')} |" + " |" * 12)
@@ -263,19 +268,20 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
         lines.append(f"| {name} | {cfg.train.precision} | {r['steps'] / EPOCH:.1f} | "
                      f"{v.get('best_step', 0) / EPOCH:.0f} | {_num(v.get('best_neg_elbo'), '.2f')} | "
                      f"{v.get('lr_decays', '-')} | {stopped} | {r['train_seconds']:.0f} | {r.get('threads', '-')} |")
-    for name in configs:
-        own = CONVERGED_ROWS.get(name, {}).get("train")
+    suite = _flat(next(iter(configs.values())).train.model_dump(mode="json"))
+    for name, cfg in configs.items():
+        own = [(k, v) for k, v in _flat(cfg.train.model_dump(mode="json")).items() if suite.get(k) != v]
         if own:
-            lines += ["", f"Row `{name}` trains with its own settings over the suite's: "
-                      + ", ".join(f"{k} {v}" for k, v in _flat(own)) + "."]
+            lines += ["", f"Row `{name}` trains with its own settings: "
+                      + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in own) + "."]
     return lines
 
 
-def _flat(d: dict, prefix: str = "") -> list[tuple[str, object]]:
-    """``{"lr_decay": {"patience": 5}}`` as ``[("lr_decay.patience", 5)]``."""
-    out: list[tuple[str, object]] = []
+def _flat(d: dict, prefix: str = "") -> dict[str, object]:
+    """``{"lr_decay": {"patience": 5}}`` as ``{"lr_decay.patience": 5}``."""
+    out: dict[str, object] = {}
     for k, v in d.items():
-        out += _flat(v, f"{prefix}{k}.") if isinstance(v, dict) else [(f"{prefix}{k}", f"{v:,}" if isinstance(v, int) else v)]
+        out.update(_flat(v, f"{prefix}{k}.") if isinstance(v, dict) else {f"{prefix}{k}": v})
     return out
 
 
