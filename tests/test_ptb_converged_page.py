@@ -29,7 +29,9 @@ def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifa
     # every row of the suite is on the page; those not asked for say so
     assert "| cyclical | not run yet |" in page and "| ae-pretrain+fb | 32-true | not run yet |" in page
     # Li et al.'s row has its own recipe over the suite's (the step cap of --max-steps holds for it too)
-    assert "Row `ae-pretrain+fb` trains with its own settings: lr 0.5, lr_decay.patience 5." in page
+    assert ("Row `ae-pretrain+fb`: schedule linear (warmup_steps 13150); its own training settings: lr 0.5, "
+            "lr_decay.patience 5.") in page
+    assert "Row `sigmoid`: schedule sigmoid (k 0.00038, x0 13150)." in page  # sigmoid(epoch / 2 - 5)
     kept = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
     assert kept == sorted(f"{row}/{f}" for row in ("constant", "lm")
                           for f in ("config.json", "logs/metrics.csv", "result.json", "trained.json"))
