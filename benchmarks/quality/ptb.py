@@ -147,8 +147,9 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = row
         args.page.write_text(render({n: rows[n] for n in all_rows if n in rows}, configs, args))
 
+    # RunInterrupted (SIGTERM) stops here, the row's state saved
     run_grid([configs[n] for n in args.rows], args.out, names=list(args.rows),
-             reuse=[args.artifacts] if args.artifacts else [], on_result=on_result, resume=True)  # RunInterrupted (SIGTERM) stops here, the row's state saved
+             reuse=[args.artifacts] if args.artifacts else [], on_result=on_result, resume=True)
     rows = {name: rows[name] for name in all_rows if name in rows}  # the page lists rows in the canonical order
     page = render(rows, configs, args)
     args.page.write_text(page)
@@ -290,7 +291,7 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
         schedule = CONVERGED_ROWS.get(name, {}).get("schedule")
         if isinstance(schedule, dict):
             said.append(f"schedule {schedule['kind']} (" + ", ".join(
-                f"{k} {_num(v, '.3g') if isinstance(v, float) else v}" for k, v in schedule.items() if k != "kind") + ")")
+                f"{k} {format(v, '.3g') if isinstance(v, float) else v}" for k, v in schedule.items() if k != "kind") + ")")
         own = [(k, v) for k, v in _flat(cfg.train.model_dump(mode="json")).items() if suite.get(k) != v]
         if own:
             said.append("its own training settings: "

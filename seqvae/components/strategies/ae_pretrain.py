@@ -64,6 +64,11 @@ class AEPretrainStrategy(Strategy):
     def _converged_mode(self) -> bool:
         return self.config.switch == "converged"
 
+    @property
+    def _awaiting_convergence(self) -> bool:
+        """In the autoencoder phase of ``switch: converged`` (the recipe decides when it ends)."""
+        return self._converged_mode and self.switched_at is None
+
     def pretrain_steps(self, total_steps: int) -> int:
         """Steps of the autoencoder phase for a run of ``total_steps`` (``switch: converged``: the step it
         ended at, or ``total_steps`` while it goes on)."""
@@ -80,10 +85,10 @@ class AEPretrainStrategy(Strategy):
     def validation_kl_weight(self, step: int) -> float:
         # the autoencoder's plateau is its reconstruction's (switch: fraction keeps the -ELBO throughout,
         # as its recipe never restarts and compares both phases)
-        return 0.0 if self._converged_mode and self.switched_at is None else 1.0
+        return 0.0 if self._awaiting_convergence else 1.0
 
     def has_next_phase(self, step: int) -> bool:
-        return self._converged_mode and self.switched_at is None
+        return self._awaiting_convergence
 
     def next_phase(self, context: TrainingContext, step: int) -> None:
         self._start_vae(context, step)
@@ -113,4 +118,3 @@ class AEPretrainStrategy(Strategy):
     def load_state_dict(self, state: dict[str, Any]) -> None:
         # a run resumed after the switch must not reset the decoder a second time
         self.switched_at = state.get("switched_at")
-
