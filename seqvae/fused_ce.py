@@ -5,7 +5,9 @@
 in full: the logits of ``block`` rows at a time are made, reduced to their log-sum-exp and (when a
 gradient is wanted) turned into ``softmax - onehot`` right away, while they are still in the cache.
 The backward pass is then two matrix products and no pass over ``n v`` values at all: the per-row
-upstream gradient scales the ``n h`` side of each product instead.
+upstream gradient scales the ``n h`` side of each product instead. The bias rides in the products
+(a ones column in the features, the bias as a column of the weight), so its gradient is a column of
+the weight gradient's product.
 
 Under CPU or CUDA autocast (Lightning's ``bf16-mixed``) the three matrix products run in the autocast
 dtype (bf16: the AMX / tensor-core path) with the log-sum-exp, the target logit and every reduction

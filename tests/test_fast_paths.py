@@ -22,7 +22,11 @@ def _reference(x, layer, y, weights):
     layer.zero_grad()
     loss = F.cross_entropy(layer(x), y, reduction="none")
     (loss * weights).sum().backward()
-    return loss.detach(), [x.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
+    return loss.detach(), _grads(x, layer)
+
+
+def _grads(x, layer):
+    return [x.grad, layer.weight.grad.clone()] + ([] if layer.bias is None else [layer.bias.grad.clone()])
 
 
 def _fused(x, layer, y, weights, block, bf16=False):
@@ -31,14 +35,16 @@ def _fused(x, layer, y, weights, block, bf16=False):
     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
         loss = linear_cross_entropy(x, layer, y, block=block)
     (loss * weights).sum().backward()
-    return loss.detach(), [x.grad, layer.weight.grad.clone(), layer.bias.grad.clone()]
+    return loss.detach(), _grads(x, layer)
 
 
 @pytest.mark.parametrize("block", [1, 7, 64, 1000])
-def test_fused_equals_the_unfused_layer_in_float32(block):
+@pytest.mark.parametrize(("features", "bias"), [(24, True), (31, True), (24, False)])
+def test_fused_equals_the_unfused_layer_in_float32(block, features, bias):
+    """With a bias folded into the products (31 + 1 columns fill the padding exactly) and without one."""
     torch.manual_seed(0)
-    layer = torch.nn.Linear(24, 300)
-    x, y = torch.randn(50, 24), torch.randint(0, 300, (50,))
+    layer = torch.nn.Linear(features, 300, bias=bias)
+    x, y = torch.randn(50, features), torch.randint(0, 300, (50,))
     weights = torch.rand(50)  # an arbitrary upstream gradient per row, as a sentence mean makes
     ref, ref_grads = _reference(x, layer, y, weights)
     out, grads = _fused(x, layer, y, weights, block)

@@ -92,7 +92,6 @@ class _RNNDecoder(Decoder):
         logits = self.out(self.output_dropout(out[:, 0]))  # b v
         return logits, {"z": state["z"], "rnn": rnn_state}
 
-
     def reorder_state(self, state: dict[str, Any], index: Tensor) -> dict[str, Any]:
         """Rows ``index`` of the state (the RNN state is ``l b h``: batch on dim 1)."""
         rnn = state["rnn"]
