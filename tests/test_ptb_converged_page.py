@@ -56,3 +56,15 @@ def _no_checksums(name: str) -> dict:
 
 def _must_not_train(*args, **kwargs):
     raise AssertionError("a row with committed artifacts was trained again")
+
+
+def test_the_threads_column_names_each_part_of_a_row_resumed_with_other_threads():
+    ptb = _ptb_script()
+    assert ptb.threads_text({"threads": 2}) == "2"  # a row from before sessions were recorded
+    one = {"threads": 1, "sessions": [{"threads": 1, "steps": 500, "seconds": 9.0},
+                                      {"threads": 1, "steps": 700, "seconds": 12.0}]}
+    assert ptb.threads_text(one) == "1"
+    mixed = {"threads": 1, "sessions": [{"threads": None, "steps": 38892, "seconds": 5000.0},
+                                        {"threads": 1, "steps": 20000, "seconds": 3000.0},
+                                        {"threads": 2, "steps": 0, "seconds": 0.5}]}  # a part that took no step
+    assert ptb.threads_text(mixed) == "? (38,892 steps), 1 (20,000 steps)"

@@ -95,6 +95,30 @@ def test_a_crashed_run_resumes_to_the_metrics_of_a_straight_run(tmp_path, crash_
     assert not (tmp_path / "cut" / RESUME_FILE).exists()  # the end of training removes it
 
 
+def test_a_resumed_run_records_the_threads_steps_and_seconds_of_each_part(tmp_path, crash_at):
+    """``trained.json``'s ``sessions``: a run cut at step 13 (last checkpoint 10) with one thread and resumed
+    with two has two parts, 10 steps on 1 thread and 30 on 2, whose seconds add up to ``train_seconds``."""
+    import torch
+
+    from seqvae.training import run_experiment
+
+    cfg = validate_experiment(RAW)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        crash_at(13)
+        with pytest.raises(_Cut):
+            run_experiment(cfg, tmp_path / "run")
+        torch.set_num_threads(2)
+        resumed = run_experiment(cfg, tmp_path / "run", resume=True)
+    finally:
+        torch.set_num_threads(threads)
+    parts = resumed["sessions"]
+    assert [(p["threads"], p["steps"]) for p in parts] == [(1, 10), (2, 30)]
+    assert sum(p["seconds"] for p in parts) == pytest.approx(resumed["train_seconds"], abs=0.5)
+    assert json.loads((tmp_path / "run" / "trained.json").read_text())["sessions"] == parts
+
+
 KILL_RAW = {**RAW, "train": {**RAW["train"], "max_steps": 600, "checkpoint_every": 25, "val_every": 150,
                             "log_every": 20}}
 ENV = {**os.environ, "OMP_NUM_THREADS": "1"}

@@ -267,6 +267,16 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
 EPOCH = 1315  # steps of 32 sentences in one pass over PTB's 42,068 training sentences
 
 
+def threads_text(result: dict) -> str:
+    """The CPU threads a row trained with: ``2`` or, for a row resumed with other threads, each part's
+    threads and steps (``2 (38,892 steps), 1 (20,000 steps)``; ``?`` for a part that did not record it)."""
+    sessions = [s for s in result.get("sessions") or [] if s.get("steps")]
+    if len({s.get("threads") for s in sessions}) <= 1:
+        threads = sessions[0].get("threads") if sessions else result.get("threads")
+        return "?" if threads is None else str(threads)
+    return ", ".join(f"{'?' if s.get('threads') is None else s['threads']} ({s['steps']:,} steps)" for s in sessions)
+
+
 def convergence_lines(rows: dict, configs: dict) -> list[str]:
     """How each row of the converged suite trained: epochs, best epoch, decays, why it stopped, wall time."""
     lines = ["How each row trained (validation -ELBO once per epoch; the best-validation weights are evaluated):", "",
@@ -284,7 +294,7 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
                        f"({ph['lr_decays']} decays); then {stopped}")
         lines.append(f"| {name} | {cfg.train.precision} | {r['steps'] / EPOCH:.1f} | "
                      f"{v.get('best_step', 0) / EPOCH:.0f} | {_num(v.get('best_neg_elbo'), '.2f')} | "
-                     f"{v.get('lr_decays', '-')} | {stopped} | {r['train_seconds']:.0f} | {r.get('threads', '-')} |")
+                     f"{v.get('lr_decays', '-')} | {stopped} | {r['train_seconds']:.0f} | {threads_text(r)} |")
     suite = _flat(next(iter(configs.values())).train.model_dump(mode="json"))
     for name, cfg in configs.items():
         said = []

@@ -299,6 +299,7 @@ def _train(
         "strategy_state": system.strategy.state(),
         "validation": {**recipe.summary(), "checkpoint_weights": "best" if kept_best else "last"},
         "threads": torch.get_num_threads(),  # CPU threads of this process: train_seconds depends on them
+        "sessions": system.sessions(),  # with a resume, the threads, steps and seconds of each part
     }
     if resume_from is not None:
         trained["resumed"] = True

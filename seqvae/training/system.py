@@ -73,7 +73,9 @@ class VAESystem(L.LightningModule):
         self.strategy = strategy or build_strategy(cfg, model)
         self.register_buffer("tokens_seen", torch.zeros((), dtype=torch.long), persistent=False)
         self.train_seconds_before = 0.0  # training time spent before a resume
+        self.sessions_before: list[dict[str, Any]] = []  # the processes that trained before a resume
         self._started = time.perf_counter()
+        self._session_start_step = 0
         self._restored: dict[str, Any] | None = None
         self._last_finite: tuple[torch.Tensor, ...] | None = None  # see _check_finite
         self._window = TermMeans()  # the training terms since the last logged step
@@ -99,12 +101,24 @@ class VAESystem(L.LightningModule):
             self.tokens_seen.fill_(self._restored["tokens_seen"])
             self._window.load_state(self._restored.get("log_window"), self.tokens_seen.device)
             self.train_seconds_before = self._restored["train_seconds"]
+            # a state saved before sessions were recorded: one earlier session of unknown threads
+            self.sessions_before = self._restored.get("sessions") or [
+                {"threads": None, "steps": int(self.global_step), "seconds": round(self.train_seconds_before, 3)}]
             set_rng_state(self._restored["rng"])
             self._restored = None
+        self._session_start_step = int(self.global_step)
 
     def train_seconds(self) -> float:
         """Seconds spent training, summed over the resumes of this run."""
         return self.train_seconds_before + time.perf_counter() - self._started
+
+    def sessions(self) -> list[dict[str, Any]]:
+        """One entry per process that trained this run (a resume starts a new one): its CPU threads,
+        the steps it took and its seconds. ``train_seconds`` is their sum; the threads are what the
+        seconds mean, and they can differ between the parts of a run resumed on another machine."""
+        current = {"threads": torch.get_num_threads(), "steps": int(self.global_step) - self._session_start_step,
+                   "seconds": round(time.perf_counter() - self._started, 3)}
+        return [*self.sessions_before, current]
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["seqvae"] = {
@@ -113,6 +127,7 @@ class VAESystem(L.LightningModule):
             "tokens_seen": int(self.tokens_seen),
             "log_window": self._window.state(),
             "train_seconds": self.train_seconds(),
+            "sessions": self.sessions(),
             "rng": rng_state(),
         }
 
