@@ -246,6 +246,11 @@ class EvalConfig(_Strict):
     collapse_kl: float = Field(
         0.1, ge=0, description="A run is collapsed when AU == 0 or KL (nats/sentence) < this."
     )
+    precision: Literal["32-true", "bf16-mixed"] = Field(
+        "32-true",
+        description="Precision of the evaluation after training: bf16-mixed runs the matrix products in bf16 "
+        "(float32 reductions), about 2x faster for IW-NLL on CPUs with AMX.",
+    )
 
 
 class ExperimentConfig(_Strict):

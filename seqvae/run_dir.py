@@ -266,14 +266,15 @@ class RunDir:
         """Continue a run of ``cfg``'s training under ``cfg``'s evaluation settings, losing nothing.
 
         ``config.json`` becomes ``cfg``. A finished result under other settings is kept as
-        ``eval-<split>-k<K>.json`` (the file ``seqvae eval`` writes) unless one is there already;
+        ``eval-<split>-k<K>[-bf16].json`` (the file ``seqvae eval`` writes) unless one is there already;
         returns that file when it was written.
         """
         if self.same_config(cfg):
             return None
         old, kept = self.read_result(), None
         if old is not None and old.get("status") == "ok":
-            keep = self.eval_record(str(old.get("split")), int(old.get("metrics", {}).get("iw_samples", 0)))
+            keep = self.eval_record(str(old.get("split")), int(old.get("metrics", {}).get("iw_samples", 0)),
+                                    str(old.get("eval_precision", "32-true")))
             if not keep.exists():
                 atomic_write_json(keep, {"checkpoint": str(self.checkpoint), **old})
                 kept = keep

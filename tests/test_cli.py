@@ -220,6 +220,15 @@ def test_ptb_suite_with_data_dir_reports_the_metric_set_and_eval_reproduces_it(t
     assert valid["split"] == "valid" and valid["metrics"]["n_sentences"] == 30 and "iw_nll" not in valid["metrics"]
     res = runner.invoke(app, ["eval", str(run)])  # the table
     assert res.exit_code == 0 and "Collapse verdict" in res.output
+    # eval.precision in the config: the same (deterministic) training, evaluated in bf16 as eval --precision does
+    res = runner.invoke(app, ["bench", *PTB_FAST, "--data-dir", str(data), "--schedule", "sigmoid",
+                              "--out", str(tmp_path / "bench-bf16"), "--set", "eval.precision=bf16-mixed", "--json"])
+    assert res.exit_code == 0, res.output
+    (bf16_row,) = json.loads(res.stdout)
+    assert bf16_row["eval_precision"] == "bf16-mixed" and row["eval_precision"] == "32-true"
+    assert bf16_row["metrics"]["iw_nll"] == pytest.approx(fast["metrics"]["iw_nll"], abs=1e-6)
+    res = runner.invoke(app, ["eval", str(Path(bf16_row["run_dir"])), "--json"])  # the run's own precision
+    assert res.exit_code == 0 and json.loads(res.stdout)["eval_precision"] == "bf16-mixed"
 
 
 def test_language_model_row_in_a_grid(tmp_path):

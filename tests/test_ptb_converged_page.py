@@ -25,9 +25,9 @@ def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifa
     page = (tmp_path / "page.md").read_text()
     assert "- LM baseline: test NLL within 1.5 nats of 101.04 and PPL <= 104: **missed**" in page  # 4 steps
     assert "- cyclical: KL > 0 with IW-NLL within 2 nats of the LM: not run yet" in page
-    assert "| lm | 32-true | 0.0 |" in page  # 4 steps of 1,315 per epoch
+    assert "| lm | 32-true / 32-true | 0.0 |" in page  # 4 steps of 1,315 per epoch
     # every row of the suite is on the page; those not asked for say so
-    assert "| cyclical | not run yet |" in page and "| ae-pretrain+fb | 32-true | not run yet |" in page
+    assert "| cyclical | not run yet |" in page and "| ae-pretrain+fb | 32-true / 32-true | not run yet |" in page
     # Li et al.'s row has its own recipe over the suite's (the step cap of --max-steps holds for it too)
     assert ("Row `ae-pretrain+fb`: schedule linear (warmup_steps 13150); its own training settings: lr 0.5, "
             "lr_decay.patience 5.") in page
@@ -68,3 +68,26 @@ def test_the_threads_column_names_each_part_of_a_row_resumed_with_other_threads(
                                         {"threads": 1, "steps": 20000, "seconds": 3000.0},
                                         {"threads": 2, "steps": 0, "seconds": 0.5}]}  # a part that took no step
     assert ptb.threads_text(mixed) == "? (38,892 steps), 1 (20,000 steps)"
+
+
+def test_eval_precision_evaluates_finished_rows_again_and_keeps_the_earlier_result(tmp_path, monkeypatch):
+    """--eval-precision bf16-mixed after an fp32 run: no training, a bf16 evaluation, the fp32 one listed."""
+    ptb = _ptb_script()
+    data = _tiny_ptb(tmp_path / "ptb")
+    monkeypatch.setattr(ptb, "suite_config", lambda name: _no_checksums(name))
+    argv = ["--suite", "ptb-converged", "--data-dir", str(data), "--rows", "constant", "--max-steps", "4",
+            "--iw-samples", "2", "--out", str(tmp_path / "runs"), "--page", str(tmp_path / "page.md")]
+    assert ptb.main(argv) == 0
+    fp32 = json.loads((tmp_path / "runs" / "constant" / "result.json").read_text())
+    import seqvae.training.run
+
+    monkeypatch.setattr(seqvae.training.run, "_train", _must_not_train)
+    assert ptb.main([*argv, "--eval-precision", "bf16-mixed"]) == 0
+    page = (tmp_path / "page.md").read_text()
+    assert "--eval-precision bf16-mixed" in page and "| constant | 32-true / bf16-mixed | 0.0 |" in page
+    bf16 = json.loads((tmp_path / "runs" / "constant" / "result.json").read_text())
+    assert bf16["eval_precision"] == "bf16-mixed" and bf16["train_seconds"] == fp32["train_seconds"]
+    kept = json.loads((tmp_path / "runs" / "constant" / "eval-test-k2.json").read_text())
+    assert kept["eval_precision"] == "32-true" and kept["metrics"] == fp32["metrics"]
+    assert f"| constant | test | 2 | 32-true | {fp32['metrics']['iw_nll']:.2f} |" in page
+    assert abs(bf16["metrics"]["iw_nll"] - fp32["metrics"]["iw_nll"]) < 0.05

@@ -162,7 +162,7 @@ def _batch(raw: dict[str, Any], batch_size: Optional[int], scale_lr: Optional[st
         train_["lr"] = lr * (batch_size / base) ** LR_SCALING[scale_lr]
         log.info("batch %d -> %d: lr %.4g -> %.4g (%s scaling)", base, batch_size, lr, train_["lr"], scale_lr)
 EvalPrecisionOpt = Annotated[Optional[str], typer.Option(
-    "--precision", help="32-true (default) or bf16-mixed: evaluate under bf16 autocast (float32 reductions).",
+    "--precision", help="32-true or bf16-mixed (bf16 autocast, float32 reductions); default: the run's eval.precision.",
     rich_help_panel=HARDWARE)]
 
 

@@ -164,7 +164,7 @@ def eval_(
         _fail(f"--split {wanted}: the corpus of {path} has no {wanted} split (it has: {', '.join(corpus.splits)})")
     result = {"checkpoint": str(path), **evaluate_run(model.to(device), cfg, corpus, split=split,
                                                       iw_samples=iw_samples, device=device,
-                                                      precision=precision or "32-true",
+                                                      precision=precision,
                                                       checkpoint=path if target.is_dir() else None)}
     result = {**cfg.component_names(), "seed": cfg.train.seed, **result, "collapsed": result["metrics"]["collapsed"], "status": "ok"}
     if target.is_dir():

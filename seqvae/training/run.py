@@ -55,11 +55,11 @@ def evaluate_run(
     iw_samples: int | None = None,
     device: torch.device | str = "cpu",
     checkpoint: Path | None = None,
-    precision: str = "32-true",
+    precision: str | None = None,
 ) -> dict[str, Any]:
     """The metric set of ``model`` on a split of ``corpus`` with the settings of ``cfg.eval``.
 
-    ``split`` and ``iw_samples`` override the config's. ``precision="bf16-mixed"`` evaluates under
+    ``split``, ``iw_samples`` and ``precision`` override the config's. ``precision="bf16-mixed"`` evaluates under
     bf16 autocast on ``device`` (matrix products in bf16, the posterior, the KL, every log-sum-exp and
     every sum in float32); it is recorded as ``eval_precision``. Timing is added as ``eval_seconds``. With
     ``checkpoint`` (the file the model was loaded from or saved to), the running sums are kept in
@@ -69,6 +69,7 @@ def evaluate_run(
     e = cfg.eval
     split = split or e.split
     k = e.iw_samples if iw_samples is None else iw_samples
+    precision = precision or e.precision
     start = time.perf_counter()
     batches = eval_batches(corpus.split(split), corpus.vocab, cfg.data.eval_batch_size)
     partial, key = None, ""
@@ -163,6 +164,7 @@ def run_experiment(
         "run_dir": str(run_dir),
         **trained,
         "eval_seconds": evaluated["eval_seconds"],
+        "eval_precision": evaluated["eval_precision"],
         **({"eval_resumed_batches": evaluated["eval_resumed_batches"]} if "eval_resumed_batches" in evaluated else {}),
         "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
                  if k in corpus.info},
