@@ -105,7 +105,7 @@ def _operands(features: Tensor, weight: Tensor, bias: Tensor | None, dtype: torc
     Folding the bias into the product is cheaper than adding it: ``addmm`` (or a separate ``add_`` over
     the ``r v`` block) cost about 1 ms of 3.7 per 256-row block on the project's CPU, and the bias
     gradient comes out of the weight-gradient product instead of a separate pass over the ``n v``
-    gradient (``benchmarks/speed/results.md``).
+    gradient (measured on the speed page, ``docs/results/speed.md``).
     """
     if bias is None:
         return features.to(dtype), weight.to(dtype)
