@@ -220,7 +220,8 @@ class RunDir:
         return data if _comparable(stored, True) == _comparable(cfg, True) else None
 
     def training_progress(self) -> dict[str, Any] | None:
-        """How far an interrupted training got, from ``resume.ckpt``: step, training seconds, strategy state.
+        """How far an interrupted training got, from ``resume.ckpt``: step, training seconds, strategy state
+        and the parts it trained in (``sessions``, see ``trained.json``).
 
         None when there is no resume checkpoint. Raises ``ValueError`` naming the file when it
         cannot be read. Nothing in the file is executed (``weights_only``).
@@ -236,7 +237,7 @@ class RunDir:
             raise ValueError(f"{self.resume_checkpoint}: not a readable resume checkpoint ({load_error(exc)})") from None
         ours = saved.get("seqvae", {}) if isinstance(saved, dict) else {}
         return {"step": step, "train_seconds": float(ours.get("train_seconds", 0.0)),
-                "strategy_state": dict(ours.get("strategy", {}))}
+                "strategy_state": dict(ours.get("strategy", {})), "sessions": list(ours.get("sessions", []))}
 
     # ------------------------------------------------------------------------------- writing
     def create(self) -> None:

@@ -91,3 +91,43 @@ def test_eval_precision_evaluates_finished_rows_again_and_keeps_the_earlier_resu
     assert kept["eval_precision"] == "32-true" and kept["metrics"] == fp32["metrics"]
     assert f"| constant | test | 2 | 32-true | {fp32['metrics']['iw_nll']:.2f} |" in page
     assert abs(bf16["metrics"]["iw_nll"] - fp32["metrics"]["iw_nll"]) < 0.05
+
+
+def test_page_only_trains_nothing_and_says_how_far_an_interrupted_row_got(tmp_path, monkeypatch):
+    ptb = _ptb_script()
+    data = _tiny_ptb(tmp_path / "ptb")
+
+    def every_5_steps(name: str) -> dict:
+        raw = _no_checksums(name)
+        raw["train"]["checkpoint_every"] = 5
+        return raw
+
+    monkeypatch.setattr(ptb, "suite_config", every_5_steps)
+    import seqvae.training as T
+
+    original = T.ResumeCheckpoint.on_train_batch_end
+
+    def cut_at_12(self, trainer, module, *args):
+        original(self, trainer, module, *args)
+        if trainer.global_step == 12:
+            raise RuntimeError("cut")
+
+    monkeypatch.setattr(T.ResumeCheckpoint, "on_train_batch_end", cut_at_12)
+    page = tmp_path / "page.md"
+    argv = ["--suite", "ptb-converged", "--data-dir", str(data), "--max-steps", "20", "--iw-samples", "2",
+            "--out", str(tmp_path / "runs"), "--page", str(page)]
+    ptb.main([*argv, "--rows", "constant"])  # the row stops at step 12; its state of step 10 is saved
+    assert (tmp_path / "runs" / "constant" / "resume.ckpt").exists()
+    monkeypatch.setattr(T, "run_experiment", _must_not_train)
+    monkeypatch.setattr(ptb, "run_grid", _must_not_train)
+    assert ptb.main([*argv, "--page-only"]) == 0
+    text = page.read_text()
+    assert "| constant | in progress: epoch 0.0 (step 10), 0.0 h of training so far |" in text
+    assert "| lm | not run yet |" in text
+    assert "- constant beta collapses (KL < 0.1, AU 0): in progress" in text
+    # the convergence table: its epochs so far and the threads of each part
+    import torch
+
+    (line,) = [x for x in text.splitlines() if x.startswith("| constant | 32-true / 32-true | 0.0 so far |")]
+    assert line.startswith("| constant | 32-true / 32-true | 0.0 so far | - | - | | in progress |")
+    assert line.endswith(f"| {torch.get_num_threads()} |")  # one part, this process's threads

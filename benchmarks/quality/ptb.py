@@ -35,6 +35,11 @@ under "Further evaluations". Usage (from the repository root)::
     python benchmarks/quality/ptb.py --data-dir ../shared/data/ptb            # the suite budget
     python benchmarks/quality/ptb.py --max-steps 2630 --iw-samples 50         # a short budget
     python benchmarks/quality/ptb.py --suite ptb-converged --precision bf16-mixed --rows lm
+    python benchmarks/quality/ptb.py --suite ptb-converged --precision bf16-mixed --page-only  # trains nothing
+
+``--page-only`` writes the page from what is there: the finished rows, and for a row whose training
+was interrupted (or is running in another process, ``--also-out`` for a second ``--out``) its epoch
+and training time so far and its validation curve.
 """
 
 from __future__ import annotations
@@ -121,6 +126,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="Copy each finished row's small files here, and reuse rows found here.")
     p.add_argument("--page", type=Path, default=None, help="Default: ptb-results.md or ptb-converged.md here.")
     p.add_argument("--note", action="append", default=[], help="A remark printed under the table (repeatable).")
+    p.add_argument("--page-only", action="store_true",
+                   help="Train nothing: write the page from the finished rows (in --out, --also-out and --artifacts) "
+                        "and say how far each interrupted one got.")
+    p.add_argument("--also-out", type=Path, action="append", default=[],
+                   help="With --page-only: another --out to look in (rows trained by a second process).")
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", stream=sys.stderr)
     all_rows = CONVERGED_ROWS if args.suite == "ptb-converged" else ROWS
@@ -153,6 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         rows[name] = row
         args.page.write_text(render({n: rows[n] for n in all_rows if n in rows}, configs, args))
 
+    if args.page_only:
+        rows = {name: row for name in all_rows if (row := known_row(name, configs[name], args)) is not None}
+        args.page.write_text(render(rows, configs, args))
+        print(args.page.read_text())
+        return 0
     # RunInterrupted (SIGTERM) stops here, the row's state saved
     run_grid([configs[n] for n in args.rows], args.out, names=list(args.rows),
              reuse=[args.artifacts] if args.artifacts else [], on_result=on_result, resume=True)
@@ -173,6 +188,35 @@ def keep_artifacts(run_dir: Path, dest: Path) -> None:
     result["run_dir"] = str(dest)
     result.pop("plots", None)  # the plots stay in the run folder
     atomic_write_json(RunDir(dest).result_file, result)
+
+
+def known_row(name: str, cfg, args: argparse.Namespace) -> dict | None:
+    """Row ``name``'s finished result (in ``--out`` or ``--artifacts``), else how far its interrupted
+    training in ``--out`` got (``status: in progress``), else None."""
+    from seqvae.bench.runner import find_finished
+
+    outs = [args.out, *args.also_out]
+    for out in outs:
+        found = find_finished(cfg, out / name, reuse=[args.artifacts] if args.artifacts else [])
+        if found is not None:
+            return found
+    for out in outs:
+        rd = RunDir(out / name)
+        if not rd.same_config(cfg, training_only=True):
+            continue
+        try:
+            progress = rd.training_progress()
+        except ValueError:  # being written by the process that trains it: say so rather than fail
+            progress = {"step": None, "train_seconds": None}
+        if progress is not None:
+            return {"status": "in progress", "run_dir": str(rd.path), **progress}
+    return None
+
+
+def _progress_text(r: dict) -> str:
+    if r.get("step") is None:
+        return "in progress (its saved state is being written; try again)"
+    return f"in progress: epoch {r['step'] / EPOCH:.1f} (step {r['step']:,}), {r['train_seconds'] / 3600:.1f} h of training so far"
 
 
 def _fmt(m: dict, key: str, spec: str) -> str:
@@ -216,6 +260,9 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
             lines.append(f"| {name} | not run yet |" + " |" * 11)
             continue
         m = r.get("metrics") or {}
+        if r.get("status") == "in progress":
+            lines.append(f"| {name} | {_progress_text(r)} |" + " |" * 11)
+            continue
         if r.get("status") != "ok":
             lines.append(f"| {name} | failed: {r.get('error', '?')} |" + " |" * 12)
             continue
@@ -227,7 +274,7 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
             f"{r['train_seconds']:.0f} | {r['eval_seconds']:.0f} |"
         )
     if args.suite == "ptb-converged":
-        lines += ["", *convergence_lines(rows, configs), "", *target_lines(rows)]
+        lines += ["", *convergence_lines(rows, configs), "", *target_lines(rows, list(configs))]
     lines += [
         "",
         "Collapse verdict: collapsed if AU = 0 or KL < 0.1 nats/sentence (none for the LM, which has no latent).",
@@ -278,11 +325,17 @@ EPOCH = 1315  # steps of 32 sentences in one pass over PTB's 42,068 training sen
 def threads_text(result: dict) -> str:
     """The CPU threads a row trained with: ``2`` or, for a row resumed with other threads, each part's
     threads and steps (``2 (38,892 steps), 1 (20,000 steps)``; ``?`` for a part that did not record it)."""
-    sessions = [s for s in result.get("sessions") or [] if s.get("steps")]
-    if len({s.get("threads") for s in sessions}) <= 1:
-        threads = sessions[0].get("threads") if sessions else result.get("threads")
+    parts: list[list] = []  # [threads, steps], consecutive parts with the same threads merged
+    for part in result.get("sessions") or []:
+        if part.get("steps"):
+            if parts and parts[-1][0] == part.get("threads"):
+                parts[-1][1] += part["steps"]
+            else:
+                parts.append([part.get("threads"), part["steps"]])
+    if len(parts) <= 1:
+        threads = parts[0][0] if parts else result.get("threads")
         return "?" if threads is None else str(threads)
-    return ", ".join(f"{'?' if s.get('threads') is None else s['threads']} ({s['steps']:,} steps)" for s in sessions)
+    return ", ".join(f"{'?' if t is None else t} ({n:,} steps)" for t, n in parts)
 
 
 def convergence_lines(rows: dict, configs: dict) -> list[str]:
@@ -292,6 +345,13 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
              "|---|---|---:|---:|---:|---:|---|---:|---:|"]
     for name, cfg in configs.items():
         r = rows.get(name)
+        if r is not None and r.get("status") == "in progress" and r.get("step") is not None:
+            curve = _val_curve(r)
+            best = min(range(len(curve)), key=curve.__getitem__) if curve else None
+            lines.append(f"| {name} | {cfg.train.precision} / {cfg.eval.precision} | {r['step'] / EPOCH:.1f} so far | "
+                         + ("- | - |" if best is None else f"{best + 1} | {curve[best]:.2f} |")
+                         + f" | in progress | {r['train_seconds']:.0f} | {threads_text(r)} |")
+            continue
         if r is None or r.get("status") != "ok":
             lines.append(f"| {name} | {cfg.train.precision} / {cfg.eval.precision} | not run yet |" + " |" * 6)
             continue
@@ -334,14 +394,17 @@ def _num(v, spec: str) -> str:
 LM_NLL = 101.04  # LSTM-LM, PTB test, Optimus Table 8 reprint (verified-numbers.md)
 
 
-def target_lines(rows: dict) -> list[str]:
-    """One line per target of the fidelity issue: met, missed, or not run yet."""
+def target_lines(rows: dict, names: list[str]) -> list[str]:
+    """One line per target of the fidelity issue: met, missed, in progress or not run yet (``names``: the
+    suite's rows, finished or not)."""
     def m(name: str) -> dict | None:
         r = rows.get(name)
         return r["metrics"] if r and r.get("status") == "ok" else None
 
-    def say(ok: bool | None) -> str:
-        return "not run yet" if ok is None else ("**met**" if ok else "**missed**")
+    def say(ok: bool | None, *waiting: str) -> str:
+        if ok is not None:
+            return "**met**" if ok else "**missed**"
+        return "in progress" if any(rows.get(n, {}).get("status") == "in progress" for n in waiting) else "not run yet"
 
     lines = ["Targets (published numbers from the project's verified references):", ""]
     lm = m("lm")
@@ -350,18 +413,22 @@ def target_lines(rows: dict) -> list[str]:
                  + ("" if lm is None else f" (NLL {lm['iw_nll']:.2f}, PPL {lm['ppl_iw']:.2f})."))
     c = m("constant")
     ok = None if c is None else c["kl"] < 0.1 and c["au"] == 0
-    lines.append(f"- constant beta collapses (KL < 0.1, AU 0): {say(ok)}"
+    lines.append(f"- constant beta collapses (KL < 0.1, AU 0): {say(ok, 'constant')}"
                  + ("" if c is None else f" (KL {c['kl']:.3f}, AU {c['au']})."))
     cy = m("cyclical")
     ok = None if cy is None or lm is None else cy["kl"] > 0.1 and cy["iw_nll"] - lm["iw_nll"] <= 2
-    lines.append(f"- cyclical: KL > 0 with IW-NLL within 2 nats of the LM: {say(ok)}"
+    lines.append(f"- cyclical: KL > 0 with IW-NLL within 2 nats of the LM: {say(ok, 'cyclical')}"
                  + ("" if cy is None else f" (KL {cy['kl']:.3f}, IW-NLL {cy['iw_nll']:.2f})."))
     vaes = {n: m(n) for n in rows if n != "lm" and m(n) is not None}
     best = [n for n, x in vaes.items()
             if lm is not None and x["iw_nll"] < lm["iw_nll"] and x["kl"] >= 6.5 and x["mi"] >= 5.0 and x["au"] == 32]
-    ok = None if lm is None or not vaes else bool(best)
+    unfinished = [n for n in names if n != "lm" and n not in vaes]
+    # met as soon as one row meets it; missed only when every VAE row has finished without
+    ok = True if best else (None if lm is None or unfinished else False)
     lines.append("- the best recipe: IW-NLL below the LM's with KL >= 6.5, MI >= 5.0, AU = 32 (Li et al. 2019: "
-                 f"PPL 96.86, KL 6.54, MI 5.31, AU 32): {say(ok)}" + (f" ({', '.join(best)})." if best else ""))
+                 f"PPL 96.86, KL 6.54, MI 5.31, AU 32): {say(ok, *unfinished)}"
+                 + (f" ({', '.join(best)})." if best else "")
+                 + (f" (not finished: {', '.join(unfinished)}.)" if ok is None and unfinished and vaes else ""))
     return lines
 
 
@@ -369,11 +436,16 @@ def _val_curve(row: dict) -> list[float]:
     """Validation -ELBO per validation pass, from the run's ``logs/metrics.csv``."""
     import csv
 
-    path = RunDir(row.get("run_dir", "")).metrics_csv
-    if not path.exists():
-        return []
-    with open(path, newline="") as fh:
-        return [float(r["val/neg_elbo"]) for r in csv.DictReader(fh) if r.get("val/neg_elbo")]
+    rd = RunDir(row.get("run_dir", ""))
+    paths = [rd.metrics_csv]
+    if row.get("status") == "in progress":  # a resumed run keeps the rows logged before the resume apart
+        paths.insert(0, rd.logs / RunDir.PREVIOUS_METRICS)
+    curve = []
+    for path in paths:
+        if path.exists():
+            with open(path, newline="") as fh:
+                curve += [float(r["val/neg_elbo"]) for r in csv.DictReader(fh) if r.get("val/neg_elbo")]
+    return curve
 
 
 def _extra_evals(row: dict) -> list[dict]:
