@@ -131,3 +131,10 @@ def test_page_only_trains_nothing_and_says_how_far_an_interrupted_row_got(tmp_pa
     (line,) = [x for x in text.splitlines() if x.startswith("| constant | 32-true / 32-true | 0.0 so far |")]
     assert line.startswith("| constant | 32-true / 32-true | 0.0 so far | - | - | | in progress |")
     assert line.endswith(f"| {torch.get_num_threads()} |")  # one part, this process's threads
+
+
+def test_an_ae_pretrain_row_in_progress_names_its_phase():
+    ptb = _ptb_script()
+    assert ptb._phase_text({"strategy_state": {}}) == "in progress"
+    assert ptb._phase_text({"strategy_state": {"switched_at": None}}).startswith("in progress: autoencoder phase")
+    assert ptb._phase_text({"strategy_state": {"switched_at": 40 * 1315}}) == "in progress: VAE phase since epoch 40"

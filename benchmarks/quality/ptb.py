@@ -219,6 +219,17 @@ def _progress_text(r: dict) -> str:
     return f"in progress: epoch {r['step'] / EPOCH:.1f} (step {r['step']:,}), {r['train_seconds'] / 3600:.1f} h of training so far"
 
 
+def _phase_text(r: dict) -> str:
+    """'in progress', and for the ae-pretrain strategy which phase (its autoencoder phase validates on
+    the reconstruction: the -ELBO column then includes a KL that nothing holds down yet)."""
+    state = r.get("strategy_state") or {}
+    if "switched_at" not in state:
+        return "in progress"
+    if state["switched_at"] is None:
+        return "in progress: autoencoder phase (validated on the reconstruction; its -ELBO includes the unpenalised KL)"
+    return f"in progress: VAE phase since epoch {state['switched_at'] / EPOCH:.0f}"
+
+
 def _fmt(m: dict, key: str, spec: str) -> str:
     v = m.get(key)
     return "-" if v is None else format(v, spec)
@@ -239,9 +250,11 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
     lines = [
         "# PTB quality benchmark",
         "",
-        f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {threads} CPU "
-        f"thread{'' if threads == 1 else 's'} "
-        f"(Python {platform.python_version()}), written by `benchmarks/quality/ptb.py`.",
+        (f"Written {time.strftime('%Y-%m-%d')} by `benchmarks/quality/ptb.py --page-only` from the rows' records "
+         "(each row's own wall time; with --suite ptb-converged its threads too)." if args.page_only else
+         f"Measured {time.strftime('%Y-%m-%d')} on {platform.machine()} with {threads} CPU "
+         f"thread{'' if threads == 1 else 's'} "
+         f"(Python {platform.python_version()}), written by `benchmarks/quality/ptb.py`."),
         "",
         f"Command: `{cmd}`. Suite `{args.suite}`: embedding {any_cfg.model.embed_dim}, LSTM "
         f"{any_cfg.model.hidden_size}/{any_cfg.model.hidden_size}, latent {any_cfg.model.latent_dim}, decoder "
@@ -350,7 +363,7 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
             best = min(range(len(curve)), key=curve.__getitem__) if curve else None
             lines.append(f"| {name} | {cfg.train.precision} / {cfg.eval.precision} | {r['step'] / EPOCH:.1f} so far | "
                          + ("- | - |" if best is None else f"{best + 1} | {curve[best]:.2f} |")
-                         + f" | in progress | {r['train_seconds']:.0f} | {threads_text(r)} |")
+                         + f" | {_phase_text(r)} | {r['train_seconds']:.0f} | {threads_text(r)} |")
             continue
         if r is None or r.get("status") != "ok":
             lines.append(f"| {name} | {cfg.train.precision} / {cfg.eval.precision} | not run yet |" + " |" * 6)
