@@ -191,16 +191,15 @@ def keep_artifacts(run_dir: Path, dest: Path) -> None:
 
 
 def known_row(name: str, cfg, args: argparse.Namespace) -> dict | None:
-    """Row ``name``'s finished result (in ``--out`` or ``--artifacts``), else how far its interrupted
-    training in ``--out`` got (``status: in progress``), else None."""
+    """Row ``name``'s finished result (in ``--out``, ``--also-out`` or ``--artifacts``), else how far its
+    interrupted training there got (``status: in progress``), else None."""
     from seqvae.bench.runner import find_finished
 
-    outs = [args.out, *args.also_out]
-    for out in outs:
-        found = find_finished(cfg, out / name, reuse=[args.artifacts] if args.artifacts else [])
-        if found is not None:
-            return found
-    for out in outs:
+    # the other --out folders are searched like the artifacts: each holds row folders
+    found = find_finished(cfg, args.out / name, reuse=[*args.also_out, *([args.artifacts] if args.artifacts else [])])
+    if found is not None:
+        return found
+    for out in [args.out, *args.also_out]:
         rd = RunDir(out / name)
         if not rd.same_config(cfg, training_only=True):
             continue
