@@ -297,6 +297,44 @@ def test_aggressive_inner_steps_change_only_the_encoder():
     assert changed and all(k.startswith("encoder.") for k in changed), changed
 
 
+def test_aggressive_inner_steps_freeze_the_rest_with_the_same_encoder_update(monkeypatch):
+    """The inner updates turn off the gradients outside the encoder (a speed-up): the encoder ends
+    where a full backward would take it, and every requires_grad flag is back afterwards, a
+    parameter the user froze included."""
+    import contextlib
+
+    from seqvae.components.strategies import aggressive
+    from seqvae.data.datamodule import BucketedBatches
+
+    cfg = validate_experiment({**_TINY, "decoder": {"kind": "lstm", "embed_dropout": 0.3}})
+
+    def run(freeze: bool):
+        torch.manual_seed(0)
+        model = build_model(cfg, _vocab())
+        model.decoder.embed.weight.requires_grad_(False)  # frozen by the user: stays frozen
+        strat = build_component("strategy", "aggressive", max_inner_steps=4, window=2)
+        strat._data = BucketedBatches(_store(), _vocab(), 4, 2, 0)
+        strat._optimizer = torch.optim.SGD(model.encoder.parameters(), lr=1.0)
+        seen = []
+        real = aggressive._only_encoder_trainable
+        def spy(m):
+            ctx = real(m) if freeze else contextlib.nullcontext()
+            seen.append(ctx)
+            return ctx
+        monkeypatch.setattr(aggressive, "_only_encoder_trainable", spy)
+        flags = {k: p.requires_grad for k, p in model.named_parameters()}
+        start = model.encoder.to_params.weight.detach().clone()
+        torch.manual_seed(1)
+        strat.before_step(TrainingContext(model=model, cfg=cfg, corpus=None), None, 0)
+        assert {k: p.requires_grad for k, p in model.named_parameters()} == flags
+        assert len(seen) == 1 and strat.inner_steps >= 2
+        assert not torch.equal(start, model.encoder.to_params.weight)
+        return {k: v.clone() for k, v in model.state_dict().items()}
+
+    fast, full = run(True), run(False)
+    assert all(torch.allclose(fast[k], full[k], atol=1e-6) for k in full)
+
+
 def test_strategies_refuse_the_language_model_baseline():
     with pytest.raises(ConfigError, match=r"strategy \(aggressive\): needs a latent variable"):
         validate_experiment({"encoder": "none", "prior": "none", "strategy": "aggressive"})
