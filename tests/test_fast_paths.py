@@ -148,14 +148,17 @@ def test_the_cpu_dropout_drops_p_and_keeps_the_mean(p):
     assert float(Dropout(1.0).train()(x).abs().sum()) == 0.0
 
 
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
 @pytest.mark.parametrize("scale", [0.01, 100.0])  # gradient norm far below and far above the clip
-def test_clipping_inside_the_fused_adam_step_equals_clip_grad_norm_then_the_step(scale):
-    from seqvae.training import adam, clip_gradients
+def test_clipping_inside_the_fused_step_equals_clip_grad_norm_then_the_step(scale, optimizer):
+    from seqvae import training
+    from seqvae.training import clip_gradients
 
     def run(fold: bool):
         torch.manual_seed(0)
         net = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
-        opt = adam(net.parameters(), 1e-2)
+        opt = getattr(training, optimizer)(net.parameters(), 1e-2)
+        assert fold or not hasattr(opt, "grad_scale")
         for step in range(3):
             net.zero_grad()
             (net(torch.randn(5, 8, generator=torch.Generator().manual_seed(step))).sum() * scale).backward()
@@ -168,3 +171,28 @@ def test_clipping_inside_the_fused_adam_step_equals_clip_grad_norm_then_the_step
 
     for folded, plain in zip(run(True), run(False)):
         torch.testing.assert_close(folded, plain, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("optimizer", ["adam", "sgd"])
+def test_fused_optimizers_stay_fused_after_loading_an_unfused_state(optimizer):
+    """A resume from a state saved by an unfused optimizer (an older run) keeps the fused kernel,
+    so the clip factor handed to it as ``grad_scale`` is still applied (not refused or dropped)."""
+    from seqvae import training
+    from seqvae.training import clip_gradients
+
+    net = torch.nn.Linear(4, 2)
+    old = (torch.optim.Adam(net.parameters(), lr=0.1) if optimizer == "adam"
+           else torch.optim.SGD(net.parameters(), lr=0.1))
+    net(torch.ones(3, 4)).sum().backward()
+    old.step()
+    opt = getattr(training, optimizer)(net.parameters(), 0.1)
+    opt.load_state_dict(old.state_dict())
+    assert all(g["fused"] for g in opt.param_groups)
+    before = net.weight.detach().clone()
+    net.zero_grad()
+    (net(torch.ones(3, 4)).sum() * 1e4).backward()  # a norm far above the clip
+    clip_gradients(opt, net.parameters(), 1.0)
+    assert float(opt.grad_scale) > 1.0
+    opt.step()
+    if optimizer == "sgd":  # the step is lr x the clipped gradient: its norm over all parameters is lr x 1.0
+        assert float((net.weight.detach() - before).norm()) <= 0.1 + 1e-4

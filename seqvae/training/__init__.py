@@ -26,6 +26,7 @@ from seqvae.training.system import (
     build_strategy,
     clip_gradients,
     quiet_lightning,
+    sgd,
 )
 
 RESUME_FILE = RunDir.RESUME
@@ -52,5 +53,6 @@ __all__ = [
     "quiet_lightning",
     "run_experiment",
     "save_checkpoint",
+    "sgd",
     "write_plots",
 ]
