@@ -68,6 +68,30 @@ def test_fused_under_bf16_autocast_is_within_the_stated_tolerance():
         assert ((got - want).abs().max() / want.abs().max()) < 0.03
 
 
+def test_the_bf16_value_is_the_cross_entropy_of_the_logits_its_gradient_is_for():
+    """Under bf16 autocast the products see bf16-rounded features and weights; the value must be the
+    cross-entropy of those logits (what backward() differentiates), not their log-sum-exp minus a
+    target logit from the float32 operands. Features of 1.003 all round down to 1.0, so the two
+    differ by about 0.003 x the target row's sum per token (0.1 nats here): the value must match
+    the rounded operands' cross-entropy on average (up to the rounding of the bf16 logits), and not
+    the mixed one."""
+    torch.manual_seed(0)
+    layer = torch.nn.Linear(32, 50)
+    with torch.no_grad():  # positive rows, and a bias that brings the logits back to a few nats
+        layer.weight.copy_(torch.rand(50, 32) + 0.5)
+        layer.bias.copy_(-layer.weight.sum(1) + 2 * torch.randn(50))
+    x, y = torch.full((512, 32), 1.003), torch.randint(0, 50, (512,))
+    x = x + torch.randn(512, 32) * 1e-4  # all still round to 1.0
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = linear_cross_entropy(x, layer, y).float()
+    r = lambda t: t.bfloat16().float()  # noqa: E731
+    logits = r(x) @ r(layer.weight).T + r(layer.bias)
+    consistent = F.cross_entropy(logits, y, reduction="none")
+    mixed = torch.logsumexp(logits, -1) - (x @ layer.weight.T + layer.bias).gather(1, y[:, None])[:, 0]
+    assert float((consistent - mixed).mean()) > 0.05  # the case tells the two apart
+    assert abs(float((got - consistent).mean())) < 0.01
+
+
 def test_a_target_too_unlikely_for_a_float_probability_still_gets_its_exact_loss():
     """Logits 150 nats apart: p(target) underflows, and the log-sum-exp road gives the loss."""
     torch.manual_seed(0)
