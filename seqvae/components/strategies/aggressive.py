@@ -175,8 +175,8 @@ def _only_encoder_trainable(model: torch.nn.Module) -> Iterator[None]:
     Only the encoder's gradients are used there; the gradient still flows through the decoder's
     activations to ``z``, but autograd skips the decoder's weight gradients (the vocabulary layer's
     weight product, the embedding gradient): an inner step of the PTB model takes 10-16 % less
-    time (``benchmarks/speed/aggressive_inner.py``), with a bit-identical encoder update. Parameters shared with the encoder
-    stay trainable; every flag is restored on exit.
+    time (``benchmarks/speed/aggressive_inner.py``), with a bit-identical encoder update.
+    Parameters shared with the encoder stay trainable; every flag is restored on exit.
     """
     encoder = {id(p) for p in model.encoder.parameters()}
     frozen = [p for p in model.parameters() if p.requires_grad and id(p) not in encoder]
