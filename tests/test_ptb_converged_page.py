@@ -138,3 +138,48 @@ def test_an_ae_pretrain_row_in_progress_names_its_phase():
     assert ptb._phase_text({"strategy_state": {}}) == "in progress"
     assert ptb._phase_text({"strategy_state": {"switched_at": None}}).startswith("in progress: autoencoder phase")
     assert ptb._phase_text({"strategy_state": {"switched_at": 40 * 1315}}) == "in progress: VAE phase since epoch 40"
+
+
+def test_a_trained_row_whose_evaluation_was_cut_shows_as_evaluating(tmp_path, monkeypatch):
+    """A row that finished training but not its test evaluation (hours of IW-NLL at K = 500) is neither
+    "not run yet" nor "in progress" on the page: it shows its training and how far the evaluation got."""
+    ptb = _ptb_script()
+    data = _tiny_ptb(tmp_path / "ptb")
+
+    def small_eval_batches(name: str) -> dict:
+        raw = _no_checksums(name)
+        raw["data"]["eval_batch_size"] = 2
+        return raw
+
+    monkeypatch.setattr(ptb, "suite_config", small_eval_batches)
+    import seqvae.metrics as M
+
+    original = M._save_partial
+
+    def cut_after_two_batches(path, key, acc):
+        original(path, key, acc)
+        if acc["done"] == 2:
+            raise KeyboardInterrupt("cut")  # not an error a grid records: the process stops here
+
+    monkeypatch.setattr(M, "_save_partial", cut_after_two_batches)
+    page = tmp_path / "page.md"
+    argv = ["--suite", "ptb-converged", "--data-dir", str(data), "--max-steps", "4", "--iw-samples", "2",
+            "--out", str(tmp_path / "runs"), "--page", str(page)]
+    try:
+        ptb.main([*argv, "--rows", "constant"])
+    except KeyboardInterrupt:
+        pass
+    run = tmp_path / "runs" / "constant"
+    assert (run / "trained.json").exists() and not (run / "result.json").exists()
+    import seqvae.training as T
+
+    monkeypatch.setattr(T, "run_experiment", _must_not_train)
+    monkeypatch.setattr(ptb, "run_grid", _must_not_train)
+    assert ptb.main([*argv, "--page-only"]) == 0
+    text = page.read_text()
+    (row,) = [x for x in text.splitlines() if x.startswith("| constant | trained (")]
+    total = -(-sum(1 for line in (data / "ptb.test.txt").read_text().splitlines() if line.strip()) // 2)
+    assert row.startswith(f"| constant | trained (0.0 epochs, 0.0 h); evaluating: 2 of {total} test batches done |")
+    assert "- constant beta collapses (KL < 0.1, AU 0): in progress" in text
+    (line,) = [x for x in text.splitlines() if x.startswith("| constant | 32-true / 32-true |")]
+    assert "budget (4 steps)" in line and "not run yet" not in line  # its training, as for a finished row

@@ -209,7 +209,25 @@ def known_row(name: str, cfg, args: argparse.Namespace) -> dict | None:
             progress = {"step": None, "train_seconds": None}
         if progress is not None:
             return {"status": "in progress", "run_dir": str(rd.path), **progress}
+        trained = rd.finished_training(cfg)
+        if trained is not None:  # trained; its evaluation is running or was interrupted
+            return {"status": "evaluating", "run_dir": str(rd.path), **trained, **_eval_progress(rd, cfg)}
     return None
+
+
+def _eval_progress(rd: RunDir, cfg) -> dict:
+    """Test batches done and in all of an interrupted evaluation, from its running sums (None when it has
+    not saved any yet)."""
+    import torch
+
+    e = cfg.eval
+    path = RunDir.eval_partial(rd.checkpoint, e.split, e.iw_samples, e.precision)
+    try:
+        saved = torch.load(path, map_location="cpu", weights_only=True)
+        key = saved["key"]
+        return {"eval_done": int(saved["acc"]["done"]), "eval_batches": int(key.split("|batches=")[1].split("|")[0])}
+    except Exception:  # none yet, or being written: the page says "evaluating"
+        return {"eval_done": None, "eval_batches": None}
 
 
 def _progress_text(r: dict) -> str:
@@ -274,6 +292,12 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         m = r.get("metrics") or {}
         if r.get("status") == "in progress":
             lines.append(f"| {name} | {_progress_text(r)} |" + " |" * 11)
+            continue
+        if r.get("status") == "evaluating":
+            done = ("" if r.get("eval_done") is None
+                    else f": {r['eval_done']} of {r['eval_batches']} test batches done")
+            lines.append(f"| {name} | trained ({r['steps'] / EPOCH:.1f} epochs, {r['train_seconds'] / 3600:.1f} h); "
+                         f"evaluating{done} |" + " |" * 11)
             continue
         if r.get("status") != "ok":
             lines.append(f"| {name} | failed: {r.get('error', '?')} |" + " |" * 12)
@@ -364,7 +388,7 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
                          + ("- | - |" if best is None else f"{best + 1} | {curve[best]:.2f} |")
                          + f" | {_phase_text(r)} | {r['train_seconds']:.0f} | {threads_text(r)} |")
             continue
-        if r is None or r.get("status") != "ok":
+        if r is None or r.get("status") not in ("ok", "evaluating"):
             lines.append(f"| {name} | {cfg.train.precision} / {cfg.eval.precision} | not run yet |" + " |" * 6)
             continue
         v = r.get("validation") or {}
@@ -372,7 +396,7 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
         for ph in v.get("phases", []):  # ae-pretrain until converged: the autoencoder phase first
             stopped = (f"phase {ph['phase']} (autoencoder) converged at epoch {ph['ended_at_step'] / EPOCH:.0f} "
                        f"({ph['lr_decays']} decays); then {stopped}")
-        lines.append(f"| {name} | {cfg.train.precision} / {r.get('eval_precision', '32-true')} | {r['steps'] / EPOCH:.1f} | "
+        lines.append(f"| {name} | {cfg.train.precision} / {r.get('eval_precision', cfg.eval.precision)} | {r['steps'] / EPOCH:.1f} | "
                      f"{v.get('best_step', 0) / EPOCH:.0f} | {_num(v.get('best_neg_elbo'), '.2f')} | "
                      f"{v.get('lr_decays', '-')} | {stopped} | {r['train_seconds']:.0f} | {threads_text(r)} |")
     suite = _flat(next(iter(configs.values())).train.model_dump(mode="json"))
@@ -416,7 +440,8 @@ def target_lines(rows: dict, names: list[str]) -> list[str]:
     def say(ok: bool | None, *waiting: str) -> str:
         if ok is not None:
             return "**met**" if ok else "**missed**"
-        return "in progress" if any(rows.get(n, {}).get("status") == "in progress" for n in waiting) else "not run yet"
+        busy = ("in progress", "evaluating")
+        return "in progress" if any(rows.get(n, {}).get("status") in busy for n in waiting) else "not run yet"
 
     lines = ["Targets (published numbers from the project's verified references):", ""]
     lm = m("lm")
