@@ -54,6 +54,19 @@ def _no_checksums(name: str) -> dict:
     return raw
 
 
+def _script_with(tmp_path, monkeypatch, section: str, **settings):
+    """The script and a tiny PTB corpus, with the suite's ``section`` changed by ``settings``."""
+    ptb = _ptb_script()
+
+    def changed(name: str) -> dict:
+        raw = _no_checksums(name)
+        raw[section].update(settings)
+        return raw
+
+    monkeypatch.setattr(ptb, "suite_config", changed)
+    return ptb, _tiny_ptb(tmp_path / "ptb")
+
+
 def _must_not_train(*args, **kwargs):
     raise AssertionError("a row with committed artifacts was trained again")
 
@@ -94,15 +107,7 @@ def test_eval_precision_evaluates_finished_rows_again_and_keeps_the_earlier_resu
 
 
 def test_page_only_trains_nothing_and_says_how_far_an_interrupted_row_got(tmp_path, monkeypatch):
-    ptb = _ptb_script()
-    data = _tiny_ptb(tmp_path / "ptb")
-
-    def every_5_steps(name: str) -> dict:
-        raw = _no_checksums(name)
-        raw["train"]["checkpoint_every"] = 5
-        return raw
-
-    monkeypatch.setattr(ptb, "suite_config", every_5_steps)
+    ptb, data = _script_with(tmp_path, monkeypatch, "train", checkpoint_every=5)
     import seqvae.training as T
 
     original = T.ResumeCheckpoint.on_train_batch_end
@@ -143,15 +148,7 @@ def test_an_ae_pretrain_row_in_progress_names_its_phase():
 def test_a_trained_row_whose_evaluation_was_cut_shows_as_evaluating(tmp_path, monkeypatch):
     """A row that finished training but not its test evaluation (hours of IW-NLL at K = 500) is neither
     "not run yet" nor "in progress" on the page: it shows its training and how far the evaluation got."""
-    ptb = _ptb_script()
-    data = _tiny_ptb(tmp_path / "ptb")
-
-    def small_eval_batches(name: str) -> dict:
-        raw = _no_checksums(name)
-        raw["data"]["eval_batch_size"] = 2
-        return raw
-
-    monkeypatch.setattr(ptb, "suite_config", small_eval_batches)
+    ptb, data = _script_with(tmp_path, monkeypatch, "data", eval_batch_size=2)
     import seqvae.metrics as M
 
     original = M._save_partial
