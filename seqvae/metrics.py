@@ -53,6 +53,7 @@ __all__ = [
     "evaluate",
     "iw_log_likelihood",
     "mutual_information",
+    "partial_progress",
 ]
 
 COLLAPSE_RULE = "collapsed if AU == 0 or KL < {collapse_kl} nats/sentence"
@@ -158,6 +159,17 @@ def _load_partial(path: str | Path | None, key: str, device: Any) -> dict[str, A
     if not isinstance(state, dict) or state.get("key") != key:
         return fresh
     return {k: (v.to(device) if isinstance(v, Tensor) else v) for k, v in state["acc"].items()}
+
+
+def partial_progress(path: str | Path) -> tuple[int, int] | None:
+    """``(batches done, batches in all)`` of the interrupted evaluation whose running sums ``evaluate``
+    keeps in ``path``; None when there is no readable file (none yet, or one being written)."""
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+        total = int(state["key"].split("|batches=", 1)[1].split("|", 1)[0])  # the key evaluate() builds
+        return int(state["acc"]["done"]), total
+    except Exception:
+        return None
 
 
 def _save_partial(path: str | Path, key: str, acc: dict[str, Any]) -> None:

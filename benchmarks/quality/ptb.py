@@ -217,17 +217,12 @@ def known_row(name: str, cfg, args: argparse.Namespace) -> dict | None:
 
 def _eval_progress(rd: RunDir, cfg) -> dict:
     """Test batches done and in all of an interrupted evaluation, from its running sums (None when it has
-    not saved any yet)."""
-    import torch
+    not saved any yet: the page then says "evaluating")."""
+    from seqvae.metrics import partial_progress
 
     e = cfg.eval
-    path = RunDir.eval_partial(rd.checkpoint, e.split, e.iw_samples, e.precision)
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        key = saved["key"]
-        return {"eval_done": int(saved["acc"]["done"]), "eval_batches": int(key.split("|batches=")[1].split("|")[0])}
-    except Exception:  # none yet, or being written: the page says "evaluating"
-        return {"eval_done": None, "eval_batches": None}
+    done, total = partial_progress(RunDir.eval_partial(rd.checkpoint, e.split, e.iw_samples, e.precision)) or (None, None)
+    return {"eval_done": done, "eval_batches": total}
 
 
 def _progress_text(r: dict) -> str:
