@@ -220,3 +220,67 @@ def test_fused_optimizers_stay_fused_after_loading_an_unfused_state(optimizer):
     opt.step()
     if optimizer == "sgd":  # the step is lr x the clipped gradient: its norm over all parameters is lr x 1.0
         assert float((net.weight.detach() - before).norm()) <= 0.1 + 1e-4
+
+
+def _casts_of(weight: torch.Tensor, fn) -> int:
+    """How many times ``fn()`` converts ``weight`` to another dtype (autocast's weight casts)."""
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    class Count(TorchDispatchMode):
+        n = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            if func is torch.ops.aten._to_copy.default and args[0].data_ptr() == weight.data_ptr():
+                Count.n += 1
+            return func(*args, **(kwargs or {}))
+
+    with Count():
+        fn()
+    return Count.n
+
+
+def test_cached_autocast_casts_a_recurrent_weight_once_per_step_not_once_per_time_step():
+    """Lightning's bf16-mixed autocast has its weight cache off; PyTorch's CPU GRU then casts its recurrent
+    weight at every time step. ``cached_autocast`` turns the cache back on for the model's forward: one
+    cast, the same loss, and every parameter still gets its gradient."""
+    from seqvae.training.system import _autocast_cache_is_safe, cached_autocast
+
+    assert _autocast_cache_is_safe("cpu")  # this torch keeps gradient history in its cache
+    model = tiny_model(decoder="gru", encoder="gru")
+    batch = tiny_store(16).batch(torch.arange(16), VOCAB)
+    w_hh = model.decoder.rnn.weight_hh_l0
+    time_steps = batch.inputs.shape[1]  # the decoder's time steps
+
+    def step(cache: bool):
+        model.zero_grad()
+        out = {}
+
+        def forward():
+            with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):  # as Lightning's bf16-mixed
+                with cached_autocast(torch.device("cpu")) if cache else torch.autocast("cpu", enabled=True):
+                    out["loss"] = model(batch, step=0, total_steps=1, generator=torch.Generator().manual_seed(3),
+                                        beta=1.0).loss
+        casts = _casts_of(w_hh, forward)
+        out["loss"].backward()
+        return casts, out["loss"].detach(), {n: p.grad for n, p in model.named_parameters()}
+
+    casts_off, loss_off, grads_off = step(False)
+    casts_on, loss_on, grads_on = step(True)
+    assert casts_off == time_steps > 1 and casts_on == 1
+    torch.testing.assert_close(loss_on, loss_off)
+    assert all(g is not None for g in grads_on.values())
+    for name, g in grads_on.items():  # only the per-time-step sums change: they are now added in bf16
+        rel = float((g - grads_off[name]).norm() / grads_off[name].norm().clamp_min(1e-12))
+        assert rel < 0.03, name
+
+
+def test_cached_autocast_is_a_no_op_without_autocast_or_with_the_cache_already_on():
+    from seqvae.training.system import cached_autocast
+
+    cpu = torch.device("cpu")
+    with cached_autocast(cpu):
+        assert not torch.is_autocast_enabled("cpu")
+    with torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False):
+        with cached_autocast(cpu):
+            assert torch.is_autocast_cache_enabled() and torch.get_autocast_dtype("cpu") == torch.bfloat16
+        assert not torch.is_autocast_cache_enabled()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import time
 from typing import Any
@@ -16,7 +18,8 @@ from seqvae.model import SequenceVAE
 from seqvae.registry import get_registry
 from seqvae.training.checkpoint import rng_state, set_rng_state
 
-__all__ = ["NonFiniteLossError", "TermMeans", "VAESystem", "adam", "build_strategy", "clip_gradients", "quiet_lightning", "sgd"]
+__all__ = ["NonFiniteLossError", "TermMeans", "VAESystem", "adam", "build_strategy", "cached_autocast", "clip_gradients",
+           "quiet_lightning", "sgd"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -30,6 +33,45 @@ def quiet_lightning(verbose: bool = False) -> None:
         lg.handlers.clear()
         lg.propagate = True
         lg.setLevel(logging.INFO if verbose else logging.WARNING)
+
+
+@functools.cache
+def _autocast_cache_is_safe(device_type: str) -> bool:
+    """Whether this torch's autocast cache keeps gradients when a cast is first made under ``no_grad``.
+
+    Older releases cached the cast made inside ``torch.no_grad()`` and handed that copy, with no
+    gradient history, to a later use with gradients (pytorch/pytorch#158232): the weight then got no
+    gradient. Newer ones always cache a copy with history. A two-element probe tells them apart.
+    """
+    device = torch.device(device_type)
+    w = torch.ones(2, 2, device=device, requires_grad=True)
+    x = torch.ones(2, 2, device=device)
+    try:
+        with torch.autocast(device_type, dtype=torch.bfloat16, cache_enabled=True):
+            with torch.no_grad():
+                torch.mm(x, w)
+            return torch.mm(x, w).requires_grad
+    except RuntimeError:  # no bf16 autocast on this device type
+        return False
+
+
+def cached_autocast(device: torch.device) -> contextlib.AbstractContextManager:
+    """Re-enter the running autocast with its weight cache on (a no-op when autocast is off).
+
+    Lightning's ``bf16-mixed`` runs the step under ``torch.autocast(..., cache_enabled=False)`` (a
+    workaround for the torch bug that ``_autocast_cache_is_safe`` probes), so a weight used at every
+    time step of a recurrence written with per-step operations (PyTorch's GRU on CPU: the recurrent
+    weight and bias in each step's ``linear``) is cast to bf16 once per time step, and each step's
+    weight gradient is cast back and accumulated separately. With the cache the weight is cast once
+    per step of training, as in a plain ``torch.autocast`` loop; its per-step gradients are then summed
+    in bf16 before the one cast back (measured: the GRU's ``weight_hh`` gradient 0.9 % from float32
+    instead of 0.7 %; everything else unchanged). The cache lives until the outermost autocast
+    context exits, i.e. the end of Lightning's forward context, and no parameter changes inside it.
+    """
+    kind = device.type
+    if not torch.is_autocast_enabled(kind) or torch.is_autocast_cache_enabled() or not _autocast_cache_is_safe(kind):
+        return contextlib.nullcontext()
+    return torch.autocast(kind, dtype=torch.get_autocast_dtype(kind), cache_enabled=True)
 
 
 class TermMeans:
@@ -85,7 +127,8 @@ class VAESystem(L.LightningModule):
     def forward(self, batch: Batch):
         step, total = self.global_step, self.cfg.train.max_steps
         beta = kl_weight(self.strategy, self.model.schedule, step, total)
-        return self.model(batch, step=step, total_steps=total, beta=beta)
+        with cached_autocast(self.device):
+            return self.model(batch, step=step, total_steps=total, beta=beta)
 
     def on_train_end(self) -> None:
         if self.trainer.world_size > 1:  # every process counted its own share of the batches
@@ -216,9 +259,10 @@ class VAESystem(L.LightningModule):
         )
 
     def validation_step(self, batch: Batch, batch_idx: int) -> None:
-        post = self.model.encode(batch)
-        rec = self.model.reconstruction_nll(batch, post.rsample())
-        kl = self.model.prior.kl(post).per_dim.sum(-1)
+        with cached_autocast(self.device):
+            post = self.model.encode(batch)
+            rec = self.model.reconstruction_nll(batch, post.rsample())
+            kl = self.model.prior.kl(post).per_dim.sum(-1)
         sync = self.trainer.world_size > 1
         self.log("val/neg_elbo", (rec + kl).mean(), on_epoch=True, batch_size=batch.size, sync_dist=sync)
         self.log("val/kl", kl.mean(), on_epoch=True, batch_size=batch.size, sync_dist=sync)
