@@ -38,6 +38,7 @@ import json
 import os
 import platform
 import statistics
+import sys
 import time
 import warnings
 from pathlib import Path
@@ -48,6 +49,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 BATCH = 32
+PAGE_ARGS = ("steps", "warmup", "rounds", "iw_samples", "iw_sentences", "device")  # the page's command line
 LOOPS = ("a", "b_fp32", "b_fast", "d", "d_fast", "c_fp32", "c_fast")
 MODELS = {
     "ptb-suite": {"cell": "lstm", "embed": 256, "hidden": 256, "latent": 32, "embed_dropout": 0.5,
@@ -447,6 +449,31 @@ def breakdown(name: str, corpus, data_dir: Path, steps: int, device: str, fast: 
     return out
 
 
+def target_room(r: dict, peak_bf16: float, epoch_tokens: float) -> dict:
+    """What the targets leave room for: milliseconds per step at the breakdown's tokens per step.
+
+    ``need_*``: the step each target needs (c_fast / b_fp32 >= 3; 25 % of the bf16 peak; a PTB epoch
+    in 60 s). ``bound``: the fast step's recurrence and optimizer as measured in the breakdown, plus
+    the vocabulary layer's three products at the bf16 FLOP floor (the rest of that layer, the data,
+    the KL and Lightning counted as free). A target whose step is below the bound cannot be met by
+    anything but faster recurrent kernels or a cheaper optimizer step.
+    """
+    bd = r["breakdown_fast"]
+    n = bd["tokens_per_step"]
+    vocab_flops = r["train_flops_per_token"] - 3 * 2 * _rnn_flops(r["spec"])  # 3 x 2 H V per token
+    room = {
+        "tokens_per_step": n,
+        "step": bd["step"],
+        "recurrence_optimizer": bd["recurrence"] + bd["optimizer"],
+        "vocab_floor": n * vocab_flops / (peak_bf16 * 1e9) * 1e3,
+        "need_3x": n / (3 * r["b_fp32"]["tokens_per_s"]) * 1e3,
+        "need_25pct": n * r["train_flops_per_token"] / (0.25 * peak_bf16 * 1e9) * 1e3,
+        "need_60s_epoch": n * 60 / epoch_tokens * 1e3,
+    }
+    room["bound"] = room["recurrence_optimizer"] + room["vocab_floor"]
+    return room
+
+
 # ----------------------------------------------------------------------------------- IW-NLL
 
 
@@ -495,7 +522,11 @@ def main(argv: list[str] | None = None) -> int:
                    help="Also time loop (c) bf16 of the ptb-suite model at these batch sizes (once each, after the rounds).")
     p.add_argument("--page", type=Path, default=None, help="Write the results as markdown here.")
     p.add_argument("--json", type=Path, default=None, help="Write the raw numbers as JSON here.")
+    p.add_argument("--from-json", type=Path, default=None,
+                   help="Measure nothing: write --page from the JSON of an earlier run (its derived columns recomputed).")
     args = p.parse_args(argv)
+    if args.from_json:
+        return rerender(args)
 
     from seqvae.config import validate_experiment
     from seqvae.training import load_corpus
@@ -508,7 +539,8 @@ def main(argv: list[str] | None = None) -> int:
     machine = _machine(args.device)
     print(f"{machine}; matmul 2048^2: fp32 {peak32:.0f} GFLOP/s, bf16 {peak16:.0f} GFLOP/s", flush=True)
     out = {"date": time.strftime("%Y-%m-%d"), "machine": machine, "torch": torch.__version__, "peak_fp32": peak32,
-           "peak_bf16": peak16, "steps": args.steps, "warmup": args.warmup, "models": {}}
+           "peak_bf16": peak16, "steps": args.steps, "warmup": args.warmup, "models": {},
+           "args": {k: getattr(args, k) for k in PAGE_ARGS}}
     for name in args.models:
         spec = MODELS[name]
         flops = train_flops_per_token(spec, vocab)
@@ -561,6 +593,7 @@ def main(argv: list[str] | None = None) -> int:
         res["iw_bf16_minus_fp32"] = res["iw_bf16"]["iw_nll"] - res["iw_fp32"]["iw_nll"]
         epoch_tokens = int(corpus.split("train").lengths.sum())
         res["ptb_epoch_seconds_fast"] = epoch_tokens / c16["tokens_per_s"]
+        res["ptb_epoch_tokens"] = epoch_tokens
         out["models"][name] = res
         print(f"{name}: tokens/s " + " | ".join(f"{k} {res[k]['tokens_per_s']:,.0f}" for k in LOOPS), flush=True)
     # the peaks again at the end: a VM's matrix units can run at a different speed later in the run;
@@ -577,12 +610,35 @@ def main(argv: list[str] | None = None) -> int:
             iw = res[f"iw_{prec}"]
             iw["floor_seconds_bf16"] = iw["flops"] / (out["peak_bf16"] * 1e9)
             iw["over_bf16_floor"] = iw["seconds"] / iw["floor_seconds_bf16"]
+        res["room"] = target_room(res, out["peak_bf16"], res["ptb_epoch_tokens"])
         print(_summary(name, res), flush=True)
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))
     if args.page:
         args.page.write_text(render(out, args))
         print(f"wrote {args.page}")
+    return 0
+
+
+def rerender(args: argparse.Namespace) -> int:
+    """Write ``--page`` from the JSON that ``--json`` wrote, with the room table recomputed."""
+    try:
+        out = json.loads(args.from_json.read_text())
+    except (OSError, ValueError) as e:
+        print(f"error: --from-json {args.from_json}: {e}", file=sys.stderr)
+        return 2
+    for key, value in out.get("args", {}).items():  # the page names the command that measured it
+        setattr(args, key, value)
+    for res in out["models"].values():
+        # runs before the room table lack the epoch's token count: it is the epoch time x the fast rate
+        tokens = res.get("ptb_epoch_tokens", res["ptb_epoch_seconds_fast"] * res["c_fast"]["tokens_per_s"])
+        res["room"] = target_room(res, out["peak_bf16"], tokens)
+    text = render(out, args)
+    if args.page:
+        args.page.write_text(text)
+        print(f"wrote {args.page}")
+    else:
+        print(text)
     return 0
 
 
@@ -614,7 +670,9 @@ def _summary(name: str, r: dict) -> str:
             f"{bd['recurrence']:.1f} + vocab/CE {bd['vocab_ce']:.1f} + optimizer {bd['optimizer']:.1f} + data "
             f"{bd['data']:.1f} + other {bd['other']:.1f}; Lightning {r['lightning_overhead_fast']:+.1%}; IW-NLL K: fp32 "
             f"{r['iw_fp32']['seconds']:.1f} s, bf16 {r['iw_bf16']['seconds']:.1f} s = "
-            f"{r['iw_bf16']['over_bf16_floor']:.2f} x its bf16 floor, bf16 - fp32 {r['iw_bf16_minus_fp32']:+.3f} nats")
+            f"{r['iw_bf16']['over_bf16_floor']:.2f} x its bf16 floor, bf16 - fp32 {r['iw_bf16_minus_fp32']:+.3f} nats; "
+            f"room: bound {r['room']['bound']:.1f} ms per step, 3x needs {r['room']['need_3x']:.1f}, 25 % needs "
+            f"{r['room']['need_25pct']:.1f}")
 
 
 def render(out: dict, args: argparse.Namespace) -> str:
@@ -694,6 +752,24 @@ def render(out: dict, args: argparse.Namespace) -> str:
             bd = r[key]
             lines.append(f"| {name} | {label} | {bd['tokens_per_step']:.0f} | {bd['step']:.1f} | {bd['recurrence']:.1f} | "
                          f"{bd['vocab_ce']:.1f} | {bd['optimizer']:.1f} | {bd['data']:.1f} | {bd['other']:.1f} |")
+    lines += ["", "## What the targets leave room for", "",
+              "Milliseconds per bf16 step of the breakdown's batches: the step each target needs, against a lower",
+              "bound that keeps the recurrence and the optimizer as measured above and puts the vocabulary layer's",
+              "three products at the bf16 FLOP floor of this run's peak (the softmax, the data, the KL and Lightning",
+              "free). A target whose step is below the bound is out of reach without faster recurrent kernels",
+              "or a cheaper optimizer step (`target_room()` in the script).", "",
+              "| model | step now | recurrence + optimizer | vocabulary products at the floor | bound | "
+              "for c_fast / b_fp32 >= 3 | for 25 % of the bf16 peak | for a 60 s PTB epoch |",
+              "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, r in out["models"].items():
+        rm = r["room"]
+
+        def cell(need: float) -> str:
+            return f"{need:.1f} ({'below the bound' if need < rm['bound'] else 'above the bound'})"
+
+        lines.append(f"| {name} | {rm['step']:.1f} | {rm['recurrence_optimizer']:.1f} | {rm['vocab_floor']:.1f} | "
+                     f"**{rm['bound']:.1f}** | {cell(rm['need_3x'])} | {cell(rm['need_25pct'])} | "
+                     f"{cell(rm['need_60s_epoch']) if name == 'ptb-suite' else '-'} |")
     lines += ["", "## IW-NLL", "",
               "On evenly spaced batches of 64 of the length-sorted test split (the batches `seqvae eval` makes), with",
               "the model trained by loop (c) fp32 (its few steps: the nats column compares precisions on the same",
