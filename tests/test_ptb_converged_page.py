@@ -180,3 +180,26 @@ def test_a_trained_row_whose_evaluation_was_cut_shows_as_evaluating(tmp_path, mo
     assert "- constant beta collapses (KL < 0.1, AU 0): in progress" in text
     (line,) = [x for x in text.splitlines() if x.startswith("| constant | 32-true / 32-true |")]
     assert "budget (4 steps)" in line and "not run yet" not in line  # its training, as for a finished row
+
+
+def test_an_ae_pretrain_row_in_progress_shows_its_best_as_its_recipe_judges_it(tmp_path):
+    """The autoencoder phase is judged on the reconstruction (its -ELBO carries a growing, unpenalised KL,
+    so the smallest -ELBO is an early epoch, not the best one); the VAE phase on its own passes' -ELBO."""
+    ptb = _ptb_script()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    rows = ["epoch,step,val/kl,val/neg_elbo",
+            "0,1314,30.0,150.0",   # reconstruction 120: the smallest -ELBO, not the best reconstruction
+            "1,2629,60.0,160.0",   # reconstruction 100
+            "2,3944,90.0,185.0"]   # reconstruction 95: the autoencoder's best
+    (logs / "metrics.before-resume.csv").write_text("\n".join(rows[:3]) + "\n")
+    (logs / "metrics.csv").write_text("\n".join([rows[0], rows[3]]) + "\n")
+    row = {"run_dir": str(tmp_path), "status": "in progress", "strategy_state": {"switched_at": None}}
+    assert ptb._best_so_far(row) == (3945, "95.00 (reconstruction)")
+    # after the switch at step 3945 only the VAE phase's passes count, on their -ELBO
+    (logs / "metrics.csv").write_text("\n".join([rows[0], rows[3], "3,5259,5.0,110.0", "4,6574,6.0,108.0",
+                                                 "5,7889,6.5,109.0"]) + "\n")
+    row["strategy_state"] = {"switched_at": 3945}
+    assert ptb._best_so_far(row) == (6575, "108.00")
+    # a row without phases: the smallest -ELBO
+    assert ptb._best_so_far({"run_dir": str(tmp_path), "status": "in progress", "strategy_state": {}}) == (6575, "108.00")

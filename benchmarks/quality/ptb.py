@@ -377,10 +377,9 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
     for name, cfg in configs.items():
         r = rows.get(name)
         if r is not None and r.get("status") == "in progress" and r.get("step") is not None:
-            curve = _val_curve(r)
-            best = min(range(len(curve)), key=curve.__getitem__) if curve else None
+            best = _best_so_far(r)
             lines.append(f"| {name} | {cfg.train.precision} / {cfg.eval.precision} | {r['step'] / EPOCH:.1f} so far | "
-                         + ("- | - |" if best is None else f"{best + 1} | {curve[best]:.2f} |")
+                         + ("- | - |" if best is None else f"{best[0] / EPOCH:.0f} | {best[1]} |")
                          + f" | {_phase_text(r)} | {r['train_seconds']:.0f} | {threads_text(r)} |")
             continue
         if r is None or r.get("status") not in ("ok", "evaluating"):
@@ -464,20 +463,47 @@ def target_lines(rows: dict, names: list[str]) -> list[str]:
     return lines
 
 
-def _val_curve(row: dict) -> list[float]:
-    """Validation -ELBO per validation pass, from the run's ``logs/metrics.csv``."""
+def _val_points(row: dict) -> list[tuple[int, float, float | None]]:
+    """(step, validation -ELBO, validation KL) per validation pass, from the run's ``logs/metrics.csv``."""
     import csv
 
     rd = RunDir(row.get("run_dir", ""))
     paths = [rd.metrics_csv]
     if row.get("status") == "in progress":  # a resumed run keeps the rows logged before the resume apart
         paths.insert(0, rd.logs / RunDir.PREVIOUS_METRICS)
-    curve = []
+    points = []
     for path in paths:
         if path.exists():
             with open(path, newline="") as fh:
-                curve += [float(r["val/neg_elbo"]) for r in csv.DictReader(fh) if r.get("val/neg_elbo")]
-    return curve
+                points += [(int(float(r.get("step") or 0)) + 1, float(r["val/neg_elbo"]),
+                            float(r["val/kl"]) if r.get("val/kl") else None)
+                           for r in csv.DictReader(fh) if r.get("val/neg_elbo")]
+    return points
+
+
+def _val_curve(row: dict) -> list[float]:
+    """Validation -ELBO per validation pass, from the run's ``logs/metrics.csv``."""
+    return [neg_elbo for _, neg_elbo, _ in _val_points(row)]
+
+
+def _best_so_far(row: dict) -> tuple[int, str] | None:
+    """The step and the value of the best validation so far of a row in progress, as its recipe judges it.
+
+    The autoencoder phase of ``ae-pretrain`` is judged on the reconstruction (-ELBO minus the KL, which
+    that phase leaves unpenalised and which grows), and the VAE phase after it on the -ELBO of that
+    phase's passes only; every other row on the -ELBO.
+    """
+    points = _val_points(row)
+    state = row.get("strategy_state") or {}
+    if "switched_at" in state and state["switched_at"] is None:  # still the autoencoder
+        scored = [(step, ne - kl, f"{ne - kl:.2f} (reconstruction)") for step, ne, kl in points if kl is not None]
+    else:
+        start = state.get("switched_at") or 0
+        scored = [(step, ne, f"{ne:.2f}") for step, ne, _ in points if step > start]
+    if not scored:
+        return None
+    step, _, text = min(scored, key=lambda x: x[1])
+    return step, text
 
 
 def _extra_evals(row: dict) -> list[dict]:
