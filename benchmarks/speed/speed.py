@@ -763,13 +763,11 @@ def render(out: dict, args: argparse.Namespace) -> str:
               "|---|---:|---:|---:|---:|---:|---:|---:|"]
     for name, r in out["models"].items():
         rm = r["room"]
-
-        def cell(need: float) -> str:
-            return f"{need:.1f} ({'below the bound' if need < rm['bound'] else 'above the bound'})"
-
+        cell = {k: f"{rm[k]:.1f} ({'below' if rm[k] < rm['bound'] else 'above'} the bound)"
+                for k in ("need_3x", "need_25pct", "need_60s_epoch")}
         lines.append(f"| {name} | {rm['step']:.1f} | {rm['recurrence_optimizer']:.1f} | {rm['vocab_floor']:.1f} | "
-                     f"**{rm['bound']:.1f}** | {cell(rm['need_3x'])} | {cell(rm['need_25pct'])} | "
-                     f"{cell(rm['need_60s_epoch']) if name == 'ptb-suite' else '-'} |")
+                     f"**{rm['bound']:.1f}** | {cell['need_3x']} | {cell['need_25pct']} | "
+                     f"{cell['need_60s_epoch'] if name == 'ptb-suite' else '-'} |")
     lines += ["", "## IW-NLL", "",
               "On evenly spaced batches of 64 of the length-sorted test split (the batches `seqvae eval` makes), with",
               "the model trained by loop (c) fp32 (its few steps: the nats column compares precisions on the same",
