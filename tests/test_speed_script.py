@@ -70,3 +70,13 @@ def test_target_room_puts_the_vocabulary_products_at_the_floor_and_each_target_a
     # a faster recurrence lowers the bound by as much; a faster lean loop shortens the 3x step
     assert speed.target_room(_result(recurrence=20.0)[1], 1000.0, 900_000)["bound"] == pytest.approx(room["bound"] - 10)
     assert speed.target_room(_result(b_fp32=8000.0)[1], 1000.0, 900_000)["need_3x"] == pytest.approx(room["need_3x"] / 2)
+
+
+def test_from_json_with_a_missing_or_broken_file_is_one_line_naming_it_and_exit_2(tmp_path, capsys):
+    speed = load_script("benchmarks/speed/speed.py")
+    broken = tmp_path / "broken.json"
+    broken.write_text("{not json")
+    for path in (tmp_path / "missing.json", broken):
+        assert speed.main(["--from-json", str(path)]) == 2
+        err = capsys.readouterr().err.strip()
+        assert err.startswith(f"error: --from-json {path}:") and "\n" not in err
