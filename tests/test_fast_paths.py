@@ -222,6 +222,76 @@ def test_fused_optimizers_stay_fused_after_loading_an_unfused_state(optimizer):
         assert float((net.weight.detach() - before).norm()) <= 0.1 + 1e-4
 
 
+@pytest.mark.parametrize("clip", [None, 0.5])  # 0.5: below the gradients' norm, so clipping acts
+def test_sparse_embedding_gradients_with_sgd_give_the_dense_sgd_parameters(clip):
+    """SGD on the embeddings' rows (``sparse_embedding_gradients`` + ``sgd``) makes the dense update:
+    the same parameters as dense gradients, ``clip_grad_norm_`` and PyTorch's plain SGD, float32."""
+    from seqvae.training import clip_gradients, sgd, sparse_embedding_gradients
+
+    store = tiny_store(16)
+
+    def run(sparse: bool):
+        model = tiny_model(decoder="lstm").train()
+        params = list(model.parameters())
+        if sparse:
+            assert sparse_embedding_gradients(model) == 2  # the encoder's and the decoder's
+            opt = sgd(params, 0.5)
+        else:
+            opt = torch.optim.SGD(params, lr=0.5)
+        for step in range(3):
+            batch = store.batch(torch.arange(step * 4, step * 4 + 8), VOCAB)
+            torch.manual_seed(step)
+            opt.zero_grad(set_to_none=True)
+            model(batch, step=step, total_steps=3, beta=1.0).loss.backward()
+            assert model.encoder.embed.weight.grad.is_sparse == sparse  # fails if nothing turned sparse
+            if clip and sparse:
+                clip_gradients(opt, params, clip)
+                assert float(opt.grad_scale) > 1.0
+            elif clip:
+                torch.nn.utils.clip_grad_norm_(params, clip)
+            opt.step()
+        return dict(model.named_parameters())
+
+    dense, sparse = run(False), run(True)
+    for name, p in dense.items():
+        torch.testing.assert_close(sparse[name], p, rtol=1e-5, atol=1e-6, msg=name)
+    # and the embeddings did move (rows seen in the batches), so the comparison is not of untouched tables
+    assert float((sparse["encoder.embed.weight"] - tiny_model(decoder="lstm").encoder.embed.weight).abs().max()) > 1e-3
+
+
+def test_clip_gradients_coalesces_a_sparse_gradient_before_its_norm():
+    """A row seen twice counts once with its summed gradient (the dense norm), and the unfused path
+    scales sparse gradients in place as ``clip_grad_norm_`` scales dense ones."""
+    from seqvae.training import clip_gradients
+
+    emb = torch.nn.Embedding(6, 3, sparse=True)
+    emb(torch.tensor([2, 2, 4])).sum().backward()  # row 2 twice: gradient 2 per entry; row 4: 1
+    assert not emb.weight.grad.is_coalesced()
+    dense_norm = float(torch.tensor([2.0] * 3 + [1.0] * 3).norm())  # sqrt(15), not sqrt(9) from three rows of 1
+    opt = torch.optim.SGD(emb.parameters(), lr=1.0)  # unfused: the gradients are scaled in place
+    clip_gradients(opt, emb.parameters(), 1.0)
+    g = emb.weight.grad
+    assert g.is_coalesced()
+    torch.testing.assert_close(g.to_dense()[2], torch.full((3,), 2.0 / dense_norm), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(float(g.to_dense().norm()), 1.0, rtol=1e-5, atol=1e-6)
+
+
+def test_sgd_training_turns_embeddings_sparse_and_adam_training_does_not():
+    """The training system gives SGD runs sparse embedding gradients; Adam (which needs dense
+    gradients) keeps them dense. On more than one device (data-parallel training all-reduces
+    dense gradients only) they stay dense too."""
+    from seqvae.composer import build_model
+    from seqvae.config import validate_experiment
+    from seqvae.training import VAESystem
+
+    for optimizer, devices, expect in (("sgd", 1, True), ("adam", 1, False), ("sgd", 2, False)):
+        cfg = validate_experiment({"model": {"latent_dim": 3, "embed_dim": 8, "hidden_size": 12},
+                                   "train": {"optimizer": optimizer, "lr": 0.1, "devices": devices}})
+        model = build_model(cfg, VOCAB)
+        VAESystem(model, cfg).configure_optimizers()
+        assert model.encoder.embed.sparse is expect and model.decoder.embed.sparse is expect, (optimizer, devices)
+
+
 def _casts_of(weight: torch.Tensor, fn) -> int:
     """How many times ``fn()`` converts ``weight`` to another dtype (autocast's weight casts)."""
     from torch.utils._python_dispatch import TorchDispatchMode

@@ -247,15 +247,20 @@ def test_ae_pretrain_beta_and_the_decoder_reset():
     assert torch.equal(before["encoder.to_params.weight"], after["encoder.to_params.weight"])
 
 
-def test_aggressive_run_updates_the_encoder_in_inner_steps_and_records_the_phase(tmp_path):
+@pytest.mark.parametrize(("optimizer", "encoder_optimizer"), [("adam", "sgd"), ("sgd", "sgd"), ("sgd", "adam")])
+def test_aggressive_run_updates_the_encoder_in_inner_steps_and_records_the_phase(tmp_path, optimizer,
+                                                                                encoder_optimizer):
+    """Also with SGD's sparse embedding gradients: the inner SGD takes them, the inner Adam gets dense ones."""
     from seqvae.training import run_experiment
 
     cfg = validate_experiment({
         "data": {"dataset": {"kind": "synthetic", "n_sentences": 384, "n_train": 256, "n_valid": 64, "vocab_size": 30,
                              "length": 6}, "batch_size": 16, "eval_batch_size": 64},
         "model": {"latent_dim": 2, "embed_dim": 8, "hidden_size": 8},
-        "strategy": {"kind": "aggressive", "max_inner_steps": 6, "window": 3, "check_every": 4},
-        "train": {"max_steps": 12}, "eval": {"iw_samples": 2},
+        "strategy": {"kind": "aggressive", "max_inner_steps": 6, "window": 3, "check_every": 4,
+                     "encoder_optimizer": encoder_optimizer},
+        "train": {"max_steps": 12, "optimizer": optimizer, "lr": 0.1 if optimizer == "sgd" else 1e-3},
+        "eval": {"iw_samples": 2},
     })
     result = run_experiment(cfg, tmp_path / "run")
     st = result["strategy_state"]

@@ -18,16 +18,8 @@ from seqvae.training.callbacks import Heartbeat, ResumeCheckpoint
 from seqvae.training.checkpoint import CHECKPOINT_FORMAT, ResumeError, load_checkpoint, save_checkpoint
 from seqvae.training.recipes import ValidationRecipe
 from seqvae.training.run import HEARTBEAT_SECONDS, RunInterrupted, evaluate_run, run_experiment, write_plots
-from seqvae.training.system import (
-    NonFiniteLossError,
-    TermMeans,
-    VAESystem,
-    adam,
-    build_strategy,
-    clip_gradients,
-    quiet_lightning,
-    sgd,
-)
+from seqvae.optim import RowSparseSGD, adam, clip_gradients, sgd, sparse_embedding_gradients
+from seqvae.training.system import NonFiniteLossError, TermMeans, VAESystem, build_strategy, quiet_lightning
 
 RESUME_FILE = RunDir.RESUME
 
@@ -39,6 +31,7 @@ __all__ = [
     "NonFiniteLossError",
     "ResumeCheckpoint",
     "ResumeError",
+    "RowSparseSGD",
     "RunInterrupted",
     "TermMeans",
     "VAESystem",
@@ -54,5 +47,6 @@ __all__ = [
     "run_experiment",
     "save_checkpoint",
     "sgd",
+    "sparse_embedding_gradients",
     "write_plots",
 ]

@@ -15,11 +15,11 @@ from seqvae.config import ExperimentConfig
 from seqvae.data.batch import Batch
 from seqvae.interfaces import Strategy, TrainingContext, kl_weight
 from seqvae.model import SequenceVAE
+from seqvae.optim import adam, clip_gradients, sgd, sparse_embedding_gradients
 from seqvae.registry import get_registry
 from seqvae.training.checkpoint import rng_state, set_rng_state
 
-__all__ = ["NonFiniteLossError", "TermMeans", "VAESystem", "adam", "build_strategy", "cached_autocast", "clip_gradients",
-           "quiet_lightning", "sgd"]
+__all__ = ["NonFiniteLossError", "TermMeans", "VAESystem", "build_strategy", "cached_autocast", "quiet_lightning"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -270,56 +270,10 @@ class VAESystem(L.LightningModule):
     def configure_optimizers(self) -> torch.optim.Optimizer:
         t = self.cfg.train
         if t.optimizer == "sgd":
+            if t.world_size == 1:  # data-parallel training all-reduces dense gradients only
+                sparse_embedding_gradients(self.model)
             return sgd(self.model.parameters(), t.lr)
         return adam(self.model.parameters(), t.lr)
-
-
-def clip_gradients(optimizer: torch.optim.Optimizer, params: Any, max_norm: float) -> None:
-    """Scale the gradients so that their global L2 norm is at most ``max_norm`` (``clip_grad_norm_``).
-
-    For the fused Adam and SGD the scaling is left to their kernels, which divide every gradient by
-    ``optimizer.grad_scale`` as they read it: the same update as ``clip_grad_norm_`` followed by the
-    step, with one pass over the 10 M gradients fewer (about 4 ms of a PTB step on 2 cores in a
-    micro-benchmark; see docs/results/speed.md). ``tests/test_fast_paths.py`` checks that both give the same parameters.
-    """
-    fused = isinstance(optimizer, (torch.optim.Adam, torch.optim.SGD)) and all(
-        g.get("fused") for g in optimizer.param_groups)
-    if not fused:
-        torch.nn.utils.clip_grad_norm_(params, max_norm)
-        return
-    grads = [p.grad for p in params if p.grad is not None]
-    if not grads:
-        return
-    norm = torch.nn.utils.get_total_norm(grads)
-    # clip_grad_norm_ multiplies by max_norm / (norm + 1e-6) when that is below 1
-    optimizer.grad_scale = torch.clamp((norm + 1e-6) / max_norm, min=1.0).to(torch.float32)
-
-
-def adam(params: Any, lr: float) -> torch.optim.Optimizer:
-    """Adam with the fused kernel (the same update, one pass over all parameters: 8x faster than the
-    per-tensor loop on CPU for the PTB model's 10M parameters, measured in benchmarks/speed)."""
-    return _stay_fused(torch.optim.Adam(params, lr=lr, fused=True))
-
-
-def sgd(params: Any, lr: float) -> torch.optim.Optimizer:
-    """Plain SGD (no momentum) with the fused kernel, so that clipping folds into its step as for
-    Adam (``clip_gradients``): clipping and the step of the PTB model's 8.8 M parameters on one
-    thread 16.6 -> 13.1 ms, on two 13.1 -> 10.5 ms (medians of 40 alternating calls; docs/results/speed.md)."""
-    return _stay_fused(torch.optim.SGD(params, lr=lr, fused=True))
-
-
-def _stay_fused(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """Set ``fused`` again after every ``load_state_dict``: a loaded state brings the saved groups'
-    flags, and a state saved by an unfused optimizer (an older run's resume.ckpt) would otherwise turn
-    the kernel off and leave ``grad_scale`` to a step that does not take it. ``fused`` is how the
-    step runs, not a setting of the training."""
-
-    def refuse_unfused(opt: torch.optim.Optimizer) -> None:
-        for group in opt.param_groups:
-            group["fused"] = True
-
-    optimizer.register_load_state_dict_post_hook(refuse_unfused)
-    return optimizer
 
 
 def build_strategy(cfg: ExperimentConfig, model: SequenceVAE) -> Strategy:

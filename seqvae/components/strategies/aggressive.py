@@ -18,6 +18,7 @@ from pydantic import Field
 
 from seqvae.config import ComponentConfig
 from seqvae.interfaces import Batch, BuildContext, Strategy, TrainingContext, kl_weight
+from seqvae.optim import adam, clip_gradients, sgd
 
 __all__ = ["AggressiveStrategy"]
 
@@ -82,9 +83,14 @@ class AggressiveStrategy(Strategy):
         self._valid = eval_batches(corpus.split("valid"), corpus.vocab, data.eval_batch_size)
         params = context.model.encoder.parameters()
         if self.config.encoder_optimizer == "sgd":
-            self._optimizer = torch.optim.SGD(params, lr=self.config.encoder_lr or 1.0)
+            self._optimizer = sgd(params, self.config.encoder_lr or 1.0)
         else:
-            self._optimizer = torch.optim.Adam(params, lr=self.config.encoder_lr or context.cfg.train.lr, fused=True)
+            # Adam takes dense gradients only: the encoder's embedding gives up the sparse ones that
+            # the main SGD step may have turned on (seqvae.training.sparse_embedding_gradients)
+            for module in context.model.encoder.modules():
+                if isinstance(module, torch.nn.Embedding):
+                    module.sparse = False
+            self._optimizer = adam(params, self.config.encoder_lr or context.cfg.train.lr)
         self.mi_history = [(0, self._validation_mi(context))]
 
     def _next_batch(self, device: torch.device) -> Batch:
@@ -129,7 +135,7 @@ class AggressiveStrategy(Strategy):
                 opt.zero_grad(set_to_none=True)
                 out.loss.backward()
                 if clip:
-                    torch.nn.utils.clip_grad_norm_(model.encoder.parameters(), clip)
+                    clip_gradients(opt, model.encoder.parameters(), clip)
                 opt.step()
                 self.inner_steps += 1
                 loss_sum += float(out.loss.detach()) * fresh.size
