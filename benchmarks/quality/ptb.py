@@ -18,6 +18,8 @@ restored, stop after 5 decays; the best weights are evaluated), and two more row
     ae-pretrain+fb      AE pretraining (beta = 0) until converged, then the VAE with a fresh decoder, beta
                         0 -> 1 over 10 epochs, free bits 0.25/dim, lr 0.5, patience 5 (Li et al. 2019's recipe)
     aggressive          aggressive encoder training (He et al. 2019)
+    cyclical-adam       an explanation run: the cyclical row under Fu et al.'s optimizer recipe (Adam 1e-3,
+                        40 epochs, no plateau decay), to test why the cyclical row collapses here
 
 Two rows change with it, so that their schedules do not depend on the 100-epoch budget the recipe
 cuts short: sigmoid (and sigmoid+wd) anneal as sigmoid(epoch / 2 - 5), and cyclical runs Fu et al.'s
@@ -90,6 +92,19 @@ CONVERGED_ROWS = {
                        "regularizers": [{"kind": "free-bits", "threshold": 0.25, "mode": "dimension"}],
                        "train": {"lr": 0.5, "max_steps": 2 * 131_500, "lr_decay": {"patience": 5}}},
     "aggressive": {"schedule": "constant", "strategy": "aggressive"},
+    # an explanation run, not a row of the published table: the cyclical row under this suite's recipe
+    # (SGD lr 1.0, plateau decay) collapses in its first cycle; Fu et al. trained it with Adam 1e-3 for
+    # a fixed 40 epochs (their train_text_cyc_ptb.py; without their per-cycle cosine lr restart, which
+    # seqvae has no schedule for). Same schedule, model and data: only the optimizer recipe differs.
+    "cyclical-adam": {"schedule": {"kind": "cyclical", "n_cycles": 4, "ratio": 0.5, "start": 0.1},
+                      "train": {"optimizer": "adam", "lr": 1e-3, "max_steps": 40 * 1315, "lr_decay": None}},
+}
+EXPLANATIONS = {
+    "cyclical-adam": "tests why the cyclical row collapses here while Fu et al. report KL 1.37: the same "
+                     "schedule under their optimizer recipe (Adam 1e-3, a fixed 40 epochs, the best validation "
+                     "kept; their per-cycle cosine learning-rate restart is not reproduced) instead of this "
+                     "suite's SGD 1.0 with plateau decay. If its KL stays above 0.1 where the `cyclical` row's "
+                     "falls to ~0, the optimizer recipe, not the schedule, decides the collapse.",
 }
 ARTIFACTS = RunDir.SMALL_ARTIFACTS
 
@@ -400,12 +415,15 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
         if isinstance(schedule, dict):
             said.append(f"schedule {schedule['kind']} (" + ", ".join(
                 f"{k} {format(v, '.3g') if isinstance(v, float) else v}" for k, v in schedule.items() if k != "kind") + ")")
-        own = [(k, v) for k, v in _flat(cfg.train.model_dump(mode="json")).items() if suite.get(k) != v]
+        unset = object()  # a setting the suite has as a section (lr_decay) and the row turns off (None)
+        own = [(k, v) for k, v in _flat(cfg.train.model_dump(mode="json")).items() if suite.get(k, unset) != v]
         if own:
-            said.append("its own training settings: "
-                        + ", ".join(f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in own))
+            said.append("its own training settings: " + ", ".join(
+                f"{k} none" if v is None else f"{k} {v:,}" if isinstance(v, int) else f"{k} {v}" for k, v in own))
         if said:
             lines += ["", f"Row `{name}`: " + "; ".join(said) + "."]
+        if name in EXPLANATIONS:
+            lines += ["", f"Row `{name}` is an explanation run: it " + EXPLANATIONS[name]]
     return lines
 
 
@@ -453,7 +471,7 @@ def target_lines(rows: dict, names: list[str]) -> list[str]:
     vaes = {n: m(n) for n in rows if n != "lm" and m(n) is not None}
     best = [n for n, x in vaes.items()
             if lm is not None and x["iw_nll"] < lm["iw_nll"] and x["kl"] >= 6.5 and x["mi"] >= 5.0 and x["au"] == 32]
-    unfinished = [n for n in names if n != "lm" and n not in vaes]
+    unfinished = [n for n in names if n != "lm" and n not in vaes and n not in EXPLANATIONS]
     # met as soon as one row meets it; missed only when every VAE row has finished without
     ok = True if best else (None if lm is None or unfinished else False)
     lines.append("- the best recipe: IW-NLL below the LM's with KL >= 6.5, MI >= 5.0, AU = 32 (Li et al. 2019: "
