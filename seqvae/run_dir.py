@@ -145,6 +145,23 @@ class RunDir:
         """Where ``seqvae eval`` keeps a result under other settings than the run's own."""
         return self.path / self.eval_name(split, iw_samples, precision)
 
+    def recorded_evaluation(self, split: str, iw_samples: int, precision: str = "32-true") -> dict[str, Any] | None:
+        """The evaluation of this folder's ``checkpoint.pt`` under these settings that ``seqvae eval`` (or an
+        earlier result kept by ``adopt_eval_settings``) recorded, as ``evaluate_run`` returns it; None when
+        there is none, or when it is older than the checkpoint (a record of an earlier training)."""
+        path = self.eval_record(split, iw_samples, precision)
+        try:
+            rec = json.loads(path.read_text())
+            fresh = path.stat().st_mtime_ns >= self.checkpoint.stat().st_mtime_ns
+        except (OSError, ValueError):
+            return None
+        metrics = rec.get("metrics") if isinstance(rec, dict) else None
+        if (not fresh or rec.get("status") != "ok" or not isinstance(metrics, dict) or rec.get("split") != split
+                or metrics.get("iw_samples", 0) != iw_samples or rec.get("eval_precision", "32-true") != precision):
+            return None
+        return {"split": split, "metrics": metrics, "eval_seconds": rec.get("eval_seconds"), "eval_precision": precision,
+                "eval_reused": path.name}
+
     def eval_records(self) -> list[Path]:
         """Every ``eval-<split>-k<K>*.json`` in the folder, sorted by name."""
         return sorted(self.path.glob("eval-*-k*.json"))

@@ -208,3 +208,52 @@ def test_an_ae_pretrain_row_in_progress_shows_its_best_as_its_recipe_judges_it(t
     assert ptb._best_so_far(row) == (6575, "108.00")
     # a row without phases: the smallest -ELBO
     assert ptb._best_so_far({"run_dir": str(tmp_path), "status": "in progress", "strategy_state": {}}) == (6575, "108.00")
+
+
+def test_a_seqvae_eval_record_under_the_new_settings_is_reused_not_evaluated_again(tmp_path, monkeypatch):
+    """`seqvae eval RUN --precision bf16-mixed` first, then the page under --eval-precision bf16-mixed: the
+    row takes that record as its result (no training, no evaluation), keeps the fp32 one, and both travel
+    with the committed artifacts. A record older than the checkpoint (an earlier training's) is not used."""
+    from typer.testing import CliRunner
+
+    import seqvae.training.run
+    from seqvae.cli import app
+
+    ptb = _ptb_script()
+    data = _tiny_ptb(tmp_path / "ptb")
+    monkeypatch.setattr(ptb, "suite_config", lambda name: _no_checksums(name))
+    argv = ["--suite", "ptb-converged", "--data-dir", str(data), "--rows", "constant", "--max-steps", "4",
+            "--iw-samples", "2", "--out", str(tmp_path / "runs"), "--page", str(tmp_path / "page.md"),
+            "--artifacts", str(tmp_path / "kept")]
+    assert ptb.main(argv) == 0
+    run = tmp_path / "runs" / "constant"
+    fp32 = json.loads((run / "result.json").read_text())
+    res = CliRunner().invoke(app, ["eval", str(run), "--precision", "bf16-mixed", "--data-dir", str(data), "--json"])
+    assert res.exit_code == 0, res.output
+    recorded = json.loads((run / "eval-test-k2-bf16.json").read_text())
+
+    monkeypatch.setattr(seqvae.training.run, "_train", _must_not_train)
+    monkeypatch.setattr(seqvae.training.run, "evaluate_run", _must_not_evaluate)
+    assert ptb.main([*argv, "--eval-precision", "bf16-mixed"]) == 0
+    result = json.loads((run / "result.json").read_text())
+    assert result["eval_precision"] == "bf16-mixed" and result["eval_reused"] == "eval-test-k2-bf16.json"
+    assert result["metrics"] == recorded["metrics"] and result["eval_seconds"] == recorded["eval_seconds"]
+    kept = tmp_path / "kept" / "constant"
+    assert json.loads((kept / "eval-test-k2.json").read_text())["metrics"] == fp32["metrics"]  # the fp32 result too
+    page = (tmp_path / "page.md").read_text()
+    assert f"| constant | test | 2 | 32-true | {fp32['metrics']['iw_nll']:.2f} |" in page
+
+    # a record older than the checkpoint belongs to an earlier training: evaluated again
+    import os
+
+    from seqvae.run_dir import RunDir
+
+    st = (run / "checkpoint.pt").stat()
+    os.utime(run / "eval-test-k2-bf16.json", ns=(st.st_atime_ns, st.st_mtime_ns - 10**9))
+    assert RunDir(run).recorded_evaluation("test", 2, "bf16-mixed") is None
+    assert RunDir(run).recorded_evaluation("test", 2, "32-true") is not None  # kept after the checkpoint
+    assert RunDir(run).recorded_evaluation("test", 3, "32-true") is None  # no record under K = 3
+
+
+def _must_not_evaluate(*args, **kwargs):
+    raise AssertionError("a recorded evaluation under the same settings was computed again")

@@ -31,8 +31,9 @@ where it stopped; rows run in the order given by ``--rows``. With ``--artifacts 
 files of each finished row (config, trained.json, result.json, metrics.csv) are copied to
 ``DIR/<row>/`` (committed with the page), and a row found there with the same config is reused
 without its run folder, so a new machine redoes only the unfinished rows. A finished training
-evaluated under another K (or ``--eval-precision``) is evaluated again, not trained again, and its earlier result is listed
-under "Further evaluations". Usage (from the repository root)::
+evaluated under another K (or ``--eval-precision``) is evaluated again, not trained again (or takes the
+result ``seqvae eval`` recorded under those settings), and its earlier result is listed under "Further
+evaluations". Usage (from the repository root)::
 
     python benchmarks/quality/ptb.py --data-dir ../shared/data/ptb            # the suite budget
     python benchmarks/quality/ptb.py --max-steps 2630 --iw-samples 50         # a short budget
@@ -194,11 +195,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def keep_artifacts(run_dir: Path, dest: Path) -> None:
-    """Copy a finished row's small files (never its checkpoints) to ``dest``, paths rewritten there."""
+    """Copy a finished row's small files (never its checkpoints) to ``dest``, paths rewritten there, with its
+    evaluations under other settings (``eval-<split>-k<K>[-bf16].json``), which the page lists."""
     for name in ARTIFACTS:
         if name != RunDir.RESULT and (run_dir / name).exists():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(run_dir / name, dest / name)
+    for record in RunDir(run_dir).eval_records():  # the row's evaluations under other settings (K, precision)
+        shutil.copyfile(record, dest / record.name)
     result = json.loads(RunDir(run_dir).result_file.read_text())
     result["run_dir"] = str(dest)
     result.pop("plots", None)  # the plots stay in the run folder

@@ -115,8 +115,10 @@ def run_experiment(
     ``resume.ckpt`` with its step, optimizer, strategy, RNG states and data order restored, so it
     ends with the metrics an uninterrupted run would have. Only the training part of the config must
     match: under other ``eval`` settings (say a different K) the training is still reused, and an
-    earlier result is kept as ``eval-<split>-k<K>.json``. A folder holding another training config
-    starts over.
+    earlier result is kept as ``eval-<split>-k<K>.json``. A finished training whose checkpoint
+    ``seqvae eval`` has already evaluated under the new settings (its ``eval-<split>-k<K>[-bf16].json``,
+    newer than the checkpoint) takes that result instead of evaluating again (``eval_reused`` names
+    the file). A folder holding another training config starts over.
 
     Returns:
         The ``result.json`` content.
@@ -132,6 +134,7 @@ def run_experiment(
     if rank0:
         rd.create()
     trained = rd.finished_training(cfg) if resume else None
+    trained_before = trained is not None
     if trained is not None:
         log.info("%s: training already finished; evaluating the saved checkpoint", run_dir)
         if rank0:
@@ -152,7 +155,13 @@ def run_experiment(
         model, trained, device = _train(cfg, rd, corpus, progress, ckpt)
         if not rank0:
             return {"status": "ok", "rank": global_rank(), "run_dir": str(run_dir)}
-    evaluated = evaluate_run(model, cfg, corpus, device=device, checkpoint=rd.checkpoint)
+    e = cfg.eval
+    evaluated = rd.recorded_evaluation(e.split, e.iw_samples, e.precision) if trained_before else None
+    if evaluated is not None:  # `seqvae eval` already evaluated this checkpoint under these settings
+        log.info("%s: the evaluation under these settings is recorded in %s; reusing it", run_dir,
+                 evaluated["eval_reused"])
+    else:
+        evaluated = evaluate_run(model, cfg, corpus, device=device, checkpoint=rd.checkpoint)
     metrics = evaluated["metrics"]
     result = {
         **cfg.component_names(),
@@ -166,6 +175,7 @@ def run_experiment(
         "eval_seconds": evaluated["eval_seconds"],
         "eval_precision": evaluated["eval_precision"],
         **({"eval_resumed_batches": evaluated["eval_resumed_batches"]} if "eval_resumed_batches" in evaluated else {}),
+        **({"eval_reused": evaluated["eval_reused"]} if "eval_reused" in evaluated else {}),
         "data": {k: corpus.info[k] for k in ("sentences", "tokens", "vocab_size", "read", "unk_tokens")
                  if k in corpus.info},
         "versions": versions(),
