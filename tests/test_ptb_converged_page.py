@@ -242,6 +242,9 @@ def test_a_seqvae_eval_record_under_the_new_settings_is_reused_not_evaluated_aga
     assert json.loads((kept / "eval-test-k2.json").read_text())["metrics"] == fp32["metrics"]  # the fp32 result too
     page = (tmp_path / "page.md").read_text()
     assert f"| constant | test | 2 | 32-true | {fp32['metrics']['iw_nll']:.2f} |" in page
+    assert "| constant | test | 2 | bf16-mixed |" not in page  # the row's own result is not listed again
+    d = recorded["metrics"]["iw_nll"] - fp32["metrics"]["iw_nll"]
+    assert f"bf16 - fp32 evaluation of the same checkpoint, same split and K (nats per sentence): constant IW-NLL {d:+.3f}" in page
 
     # a record older than the checkpoint belongs to an earlier training: evaluated again
     import os

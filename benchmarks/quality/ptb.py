@@ -354,6 +354,11 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
             f"{e['eval_seconds']:.0f} |"
             for name, e in extra
         ]
+        pairs = _precision_pairs(rows, extra)
+        if pairs:
+            lines += ["", "bf16 - fp32 evaluation of the same checkpoint, same split and K (nats per sentence): "
+                      + "; ".join(f"{name} IW-NLL {d_iw:+.3f}, -ELBO {d_elbo:+.3f}, KL {d_kl:+.4f}"
+                                  for name, d_iw, d_elbo, d_kl in pairs) + "."]
     lines += [
         "",
         "## Published PTB test numbers",
@@ -529,10 +534,32 @@ def _best_so_far(row: dict) -> tuple[int, str] | None:
 
 
 def _extra_evals(row: dict) -> list[dict]:
-    """Results of ``seqvae eval`` runs on this row's checkpoint, ordered by split and K."""
+    """Results of ``seqvae eval`` runs on this row's checkpoint, ordered by split and K (not the one the row's
+    result already is: a record the row took as its result)."""
     folder = Path(row.get("run_dir", ""))
     found = [json.loads(p.read_text()) for p in RunDir(folder).eval_records()] if row.get("run_dir") else []
+    found = [e for e in found if _eval_key(e) != _eval_key(row)]
     return sorted(found, key=lambda e: (e["split"], e["metrics"].get("iw_samples", 0)))
+
+
+def _eval_key(e: dict) -> tuple:
+    return e.get("split"), e.get("metrics", {}).get("iw_samples", 0), e.get("eval_precision", "32-true")
+
+
+def _precision_pairs(rows: dict, extra: list[tuple[str, dict]]) -> list[tuple[str, float, float, float]]:
+    """(row, bf16 - fp32 of IW-NLL, -ELBO, KL) for each finished row evaluated both ways with the same split and K."""
+    out = []
+    for name, r in rows.items():
+        if r.get("status") != "ok":
+            continue
+        evals = [r] + [e for n, e in extra if n == name]
+        split, k = r.get("split"), r["metrics"].get("iw_samples", 0)
+        by = {e.get("eval_precision", "32-true"): e["metrics"] for e in evals
+              if e.get("split") == split and e["metrics"].get("iw_samples", 0) == k}
+        if "bf16-mixed" in by and "32-true" in by:
+            b, f = by["bf16-mixed"], by["32-true"]
+            out.append((name, b["iw_nll"] - f["iw_nll"], b["neg_elbo"] - f["neg_elbo"], b["kl"] - f["kl"]))
+    return out
 
 
 def _max_epochs(rows: dict) -> int:
