@@ -189,6 +189,11 @@ class TrainConfig(_Strict):
     early_stop: int | None = Field(
         None, ge=1, description="Stop after this many validations in a row without a new best (needs val_every).",
     )
+    lr_cosine_period: int | None = Field(
+        None, ge=1, description="Cosine learning-rate restarts every this many steps (Fu et al. 2019's PTB recipe: "
+        "one per 10-epoch cycle): step t trains at lr * (1 + cos(pi * (t mod period) / period)) / 2. None = off; "
+        "not with lr_decay.",
+    )
     loggers: list[Literal["tensorboard", "wandb", "mlflow"]] = Field(
         default_factory=list,
         description="Lightning loggers besides the CSV log (logs/metrics.csv, always written): tensorboard "
@@ -212,6 +217,12 @@ class TrainConfig(_Strict):
                                  f"(pip install {hint})")
         if len(set(self.loggers)) != len(self.loggers):
             raise ValueError(f"loggers: each logger once (got {self.loggers})")
+        return self
+
+    @model_validator(mode="after")
+    def _one_lr_schedule(self) -> TrainConfig:
+        if self.lr_cosine_period is not None and self.lr_decay is not None:
+            raise ValueError("lr_cosine_period and lr_decay both set the learning rate: choose one")
         return self
 
     @model_validator(mode="after")

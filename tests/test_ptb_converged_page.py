@@ -33,10 +33,10 @@ def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifa
             "lr_decay.patience 5.") in page
     assert "Row `sigmoid`: schedule sigmoid (k 0.00038, x0 13150)." in page  # sigmoid(epoch / 2 - 5)
     # the explanation run says what it tests and with which recipe, and is not a row the best-recipe target waits for
-    assert "Row `cyclical-adam` is an explanation run: it tests why the cyclical row collapses" in page
-    assert "its own training settings: optimizer adam, lr 0.001, lr_decay none." in page  # max_steps: --max-steps
+    assert "Row `cyclical-fu` is an explanation run: it tests why the cyclical row collapses" in page
+    assert "its own training settings: optimizer adam, lr 0.001, lr_decay none, lr_cosine_period 13,150." in page
     best = next(line for line in page.splitlines() if line.startswith("- the best recipe"))
-    assert "sigmoid" in best and "cyclical-adam" not in best
+    assert "sigmoid" in best and "cyclical-fu" not in best
     kept = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
     assert kept == sorted(f"{row}/{f}" for row in ("constant", "lm")
                           for f in ("config.json", "logs/metrics.csv", "result.json", "trained.json"))

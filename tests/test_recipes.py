@@ -75,6 +75,19 @@ def test_plateau_decay_halves_the_lr_restores_the_best_and_stops_after_max_decay
             assert before["neg_elbo"] >= min(h["neg_elbo"] for h in hist[: hist.index(before)])
 
 
+def test_cosine_restarts_set_the_lr_of_every_step_and_restart_each_period(tmp_path):
+    """Fu et al.'s per-cycle cosine learning rate: the lr each validation saw is that of the step before it."""
+    import math
+
+    res = run_experiment(_cfg(max_steps=12, val_every=2, lr=0.4, optimizer="sgd", lr_cosine_period=6), tmp_path / "run")
+    lrs = {h["step"]: h["lr"] for h in res["validation"]["validations"]}
+    expect = {s: 0.4 * 0.5 * (1 + math.cos(math.pi * ((s - 1) % 6) / 6)) for s in range(2, 13, 2)}
+    assert lrs == pytest.approx(expect)
+    assert lrs[8] > lrs[6]  # restarted: step 7 (index 6) begins the second period at the full lr
+    with pytest.raises(ConfigError, match="lr_cosine_period and lr_decay both set the learning rate"):
+        _cfg(val_every=2, lr_cosine_period=6, lr_decay={})
+
+
 def test_early_stop_after_validations_without_a_new_best(tmp_path):
     res = run_experiment(_cfg(max_steps=400, val_every=4, lr=0.5, optimizer="sgd", grad_clip=0, early_stop=2),
                          tmp_path / "run")

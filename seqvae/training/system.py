@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import logging
+import math
 import time
 from typing import Any
 
@@ -19,7 +20,8 @@ from seqvae.optim import adam, clip_gradients, sgd, sparse_embedding_gradients
 from seqvae.registry import get_registry
 from seqvae.training.checkpoint import rng_state, set_rng_state
 
-__all__ = ["NonFiniteLossError", "TermMeans", "VAESystem", "build_strategy", "cached_autocast", "quiet_lightning"]
+__all__ = ["NonFiniteLossError", "TermMeans", "VAESystem", "build_strategy", "cached_autocast", "cosine_restart_lr",
+           "quiet_lightning"]
 
 
 class NonFiniteLossError(RuntimeError):
@@ -129,6 +131,14 @@ class VAESystem(L.LightningModule):
         beta = kl_weight(self.strategy, self.model.schedule, step, total)
         with cached_autocast(self.device):
             return self.model(batch, step=step, total_steps=total, beta=beta)
+
+    def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
+        period = self.cfg.train.lr_cosine_period
+        if period is not None:  # set from the step at every step: a resume continues the same curve
+            lr = cosine_restart_lr(self.cfg.train.lr, int(self.global_step), period)
+            for optimizer in self.trainer.optimizers:
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
 
     def on_train_end(self) -> None:
         if self.trainer.world_size > 1:  # every process counted its own share of the batches
@@ -274,6 +284,12 @@ class VAESystem(L.LightningModule):
                 sparse_embedding_gradients(self.model)
             return sgd(self.model.parameters(), t.lr)
         return adam(self.model.parameters(), t.lr)
+
+
+def cosine_restart_lr(lr: float, step: int, period: int) -> float:
+    """The learning rate of ``step`` (0-based) under cosine restarts every ``period`` steps: ``lr`` at the
+    first step of each period, falling along half a cosine towards 0 at its end (``train.lr_cosine_period``)."""
+    return lr * 0.5 * (1.0 + math.cos(math.pi * (step % period) / period))
 
 
 def build_strategy(cfg: ExperimentConfig, model: SequenceVAE) -> Strategy:
