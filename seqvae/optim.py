@@ -45,7 +45,8 @@ def clip_gradients(optimizer: torch.optim.Optimizer, params: Any, max_norm: floa
         optimizer.grad_scale = scale
         return
     # clip_grad_norm_ multiplies by max_norm / (norm + 1e-6) when that is below 1
-    torch._foreach_div_(grads, scale)
+    for g in grads:
+        g.div_(scale)
 
 
 def adam(params: Any, lr: float) -> torch.optim.Optimizer:
@@ -76,19 +77,18 @@ class RowSparseSGD(torch.optim.SGD):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        sparse = [(p, group["lr"]) for group in self.param_groups for p in group["params"]
+        sparse = [(p, p.grad, group["lr"]) for group in self.param_groups for p in group["params"]
                   if p.grad is not None and p.grad.is_sparse]
-        held = [p.grad for p, _ in sparse]
-        for p, _ in sparse:
+        for p, _, _ in sparse:
             p.grad = None  # the fused kernel takes dense gradients only
         try:
             super().step()
         finally:
-            for (p, _), g in zip(sparse, held):
+            for p, g, _ in sparse:
                 p.grad = g
         scale = getattr(self, "grad_scale", None)
-        for (p, lr), g in zip(sparse, held):
-            g = g.coalesce()
+        for p, g, lr in sparse:
+            g = g.coalesce()  # a no-op after clip_gradients, which coalesces for the norm
             values = g.values() if scale is None else g.values() / scale
             p.index_add_(0, g.indices()[0], values.to(p.dtype), alpha=-lr)
         return loss

@@ -134,11 +134,13 @@ def run_experiment(
     if rank0:
         rd.create()
     trained = rd.finished_training(cfg) if resume else None
-    trained_before = trained is not None
+    evaluated = None
     if trained is not None:
         log.info("%s: training already finished; evaluating the saved checkpoint", run_dir)
         if rank0:
             _adopt_eval_settings(rd, cfg)
+        # `seqvae eval` may have evaluated this checkpoint under these settings already
+        evaluated = rd.recorded_evaluation(cfg.eval.split, cfg.eval.iw_samples, cfg.eval.precision)
         model, _, _ = load_checkpoint(rd.checkpoint)
         device = torch.device("cuda" if t.accelerator != "cpu" and torch.cuda.is_available() else "cpu")
         model.to(device)
@@ -155,9 +157,7 @@ def run_experiment(
         model, trained, device = _train(cfg, rd, corpus, progress, ckpt)
         if not rank0:
             return {"status": "ok", "rank": global_rank(), "run_dir": str(run_dir)}
-    e = cfg.eval
-    evaluated = rd.recorded_evaluation(e.split, e.iw_samples, e.precision) if trained_before else None
-    if evaluated is not None:  # `seqvae eval` already evaluated this checkpoint under these settings
+    if evaluated is not None:
         log.info("%s: the evaluation under these settings is recorded in %s; reusing it", run_dir,
                  evaluated["eval_reused"])
     else:

@@ -86,7 +86,7 @@ class AggressiveStrategy(Strategy):
             self._optimizer = sgd(params, self.config.encoder_lr or 1.0)
         else:
             # Adam takes dense gradients only: the encoder's embedding gives up the sparse ones that
-            # the main SGD step may have turned on (seqvae.training.sparse_embedding_gradients)
+            # the main SGD step may have turned on (seqvae.optim.sparse_embedding_gradients)
             for module in context.model.encoder.modules():
                 if isinstance(module, torch.nn.Embedding):
                     module.sparse = False
