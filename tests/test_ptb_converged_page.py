@@ -37,6 +37,13 @@ def test_converged_page_checks_the_targets_and_rows_survive_through_their_artifa
     assert "its own training settings: optimizer adam, lr 0.001, lr_decay none, lr_cosine_period 13,150." in page
     best = next(line for line in page.splitlines() if line.startswith("- the best recipe"))
     assert "sigmoid" in best and "cyclical-fu" not in best
+    assert "- explanation `cyclical-fu` (why `cyclical` collapses: its recipe, not its schedule): not run yet" in page
+    # the collapse record: validation KL per epoch for the VAE rows, none for the LM
+    kl_table = page.split("Validation KL after each epoch")[1].split("\n\n")[1].splitlines()
+    assert kl_table[0] == "| row | epoch 1 |" and [x.split(" | ")[0] for x in kl_table[2:]] == ["| constant"]
+    kl = float(kl_table[2].split(" | ")[1].rstrip(" |"))
+    csv_kl = [line.split(",") for line in (tmp_path / "runs" / "constant" / "logs" / "metrics.csv").read_text().splitlines()]
+    assert abs(kl - float(csv_kl[-1][csv_kl[0].index("val/kl")])) < 5e-4
     kept = sorted(str(p.relative_to(tmp_path / "kept")) for p in (tmp_path / "kept").rglob("*") if p.is_file())
     assert kept == sorted(f"{row}/{f}" for row in ("constant", "lm")
                           for f in ("config.json", "logs/metrics.csv", "result.json", "trained.json"))
@@ -141,6 +148,21 @@ def test_page_only_trains_nothing_and_says_how_far_an_interrupted_row_got(tmp_pa
     (line,) = [x for x in text.splitlines() if x.startswith("| constant | 32-true / 32-true | 0.0 so far |")]
     assert line.startswith("| constant | 32-true / 32-true | 0.0 so far | - | - | | in progress |")
     assert line.endswith(f"| {torch.get_num_threads()} |")  # one part, this process's threads
+
+
+def test_an_explanation_run_is_judged_against_the_row_it_explains():
+    ptb = _ptb_script()
+
+    def metrics(kl, au=0):
+        return {"kl": kl, "au": au, "iw_nll": 101.0}
+
+    line = ptb.explanation_line("cyclical-fu", "cyclical", metrics(1.2, 5), metrics(0.001), "ok")
+    assert "**supported**: KL 1.200, AU 5" in line and "`cyclical`'s KL 0.001" in line
+    line = ptb.explanation_line("cyclical-fu", "cyclical", metrics(0.02), metrics(0.001), "ok")
+    assert "**not supported** (both collapse)" in line
+    assert "nothing to explain" in ptb.explanation_line("cyclical-fu", "cyclical", metrics(0.02), metrics(0.5), "ok")
+    assert ptb.explanation_line("cyclical-fu", "cyclical", None, metrics(0.001), "in progress").endswith("in progress")
+    assert ptb.explanation_line("cyclical-fu", "cyclical", None, None, None).endswith("not run yet")
 
 
 def test_an_ae_pretrain_row_in_progress_names_its_phase():

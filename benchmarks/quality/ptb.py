@@ -109,6 +109,7 @@ EXPLANATIONS = {
                    "with plateau decay. If its KL stays above 0.1 where the `cyclical` row's falls to ~0, the "
                    "optimizer recipe, not the schedule, decides the collapse.",
 }
+EXPLAINS = {"cyclical-fu": "cyclical"}  # explanation run -> the row whose disagreement with its paper it tests
 ARTIFACTS = RunDir.SMALL_ARTIFACTS
 
 # Published PTB test numbers (the page names the papers and READMEs they come from).
@@ -338,6 +339,19 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "|---|" + "---:|" * _max_epochs(rows),
     ]
     lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in _val_curve(r)) + " |" for name, r in rows.items()]
+    kl_rows = {name: _val_kl_curve(r) for name, r in rows.items() if name != "lm"}
+    kl_rows = {name: c for name, c in kl_rows.items() if c}
+    if kl_rows:
+        width = max(len(c) for c in kl_rows.values())
+        lines += [
+            "",
+            "Validation KL after each epoch (nats per sentence, one sample of z; the collapse record: a row whose",
+            "KL falls under 0.1 and stays there has collapsed):",
+            "",
+            "| row | " + " | ".join(f"epoch {i + 1}" for i in range(width)) + " |",
+            "|---|" + "---:|" * width,
+        ]
+        lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in c) + " |" for name, c in kl_rows.items()]
     extra = [(name, e) for name, r in rows.items() for e in _extra_evals(r)]
     if extra:
         lines += [
@@ -489,7 +503,23 @@ def target_lines(rows: dict, names: list[str]) -> list[str]:
                  f"PPL 96.86, KL 6.54, MI 5.31, AU 32): {say(ok, *unfinished)}"
                  + (f" ({', '.join(best)})." if best else "")
                  + (f" (not finished: {', '.join(unfinished)}.)" if ok is None and unfinished and vaes else ""))
+    for name, row in EXPLAINS.items():
+        if name in names:
+            lines.append(explanation_line(name, row, m(name), m(row), rows.get(name, {}).get("status")))
     return lines
+
+
+def explanation_line(name: str, row: str, ran: dict | None, base: dict | None, status: str | None) -> str:
+    """The verdict of an explanation run: its recipe keeps the latent alive (test KL >= 0.1) where ``row``,
+    under the suite's recipe, collapsed (KL < 0.1): supported; both collapse: not supported."""
+    head = f"- explanation `{name}` (why `{row}` collapses: its recipe, not its schedule): "
+    if ran is None or base is None:
+        return head + ("in progress" if status in ("in progress", "evaluating") else "not run yet")
+    if base["kl"] >= 0.1:
+        return head + f"nothing to explain (`{row}` KL {base['kl']:.3f} did not collapse)."
+    verdict = "**supported**" if ran["kl"] >= 0.1 else "**not supported** (both collapse)"
+    return (head + f"{verdict}: KL {ran['kl']:.3f}, AU {ran['au']}, IW-NLL {ran['iw_nll']:.2f} against `{row}`'s "
+            f"KL {base['kl']:.3f}, AU {base['au']}, IW-NLL {base['iw_nll']:.2f}.")
 
 
 def _val_points(row: dict) -> list[tuple[int, float, float | None]]:
@@ -513,6 +543,11 @@ def _val_points(row: dict) -> list[tuple[int, float, float | None]]:
 def _val_curve(row: dict) -> list[float]:
     """Validation -ELBO per validation pass, from the run's ``logs/metrics.csv``."""
     return [neg_elbo for _, neg_elbo, _ in _val_points(row)]
+
+
+def _val_kl_curve(row: dict) -> list[float]:
+    """Validation KL per validation pass (empty when the run logged none, as the LM does)."""
+    return [kl for _, _, kl in _val_points(row) if kl is not None]
 
 
 def _best_so_far(row: dict) -> tuple[int, str] | None:
