@@ -102,14 +102,15 @@ CONVERGED_ROWS = {
                     "train": {"optimizer": "adam", "lr": 1e-3, "max_steps": 40 * 1315, "lr_decay": None,
                               "lr_cosine_period": 10 * 1315}},
 }
+# explanation runs: the row whose disagreement with its paper each one tests, and what the page says about it
 EXPLANATIONS = {
-    "cyclical-fu": "tests why the cyclical row collapses here while Fu et al. report KL 1.37: the same "
-                   "schedule under their optimizer recipe (Adam 1e-3, the lr on a cosine restarted with each "
-                   "10-epoch cycle, a fixed 40 epochs, the best validation kept) instead of this suite's SGD 1.0 "
-                   "with plateau decay. If its KL stays above 0.1 where the `cyclical` row's falls to ~0, the "
-                   "optimizer recipe, not the schedule, decides the collapse.",
+    "cyclical-fu": ("cyclical",
+                    "tests why the cyclical row collapses here while Fu et al. report KL 1.37: the same "
+                    "schedule under their optimizer recipe (Adam 1e-3, the lr on a cosine restarted with each "
+                    "10-epoch cycle, a fixed 40 epochs, the best validation kept) instead of this suite's SGD 1.0 "
+                    "with plateau decay. If its KL stays above 0.1 where the `cyclical` row's falls to ~0, the "
+                    "optimizer recipe, not the schedule, decides the collapse."),
 }
-EXPLAINS = {"cyclical-fu": "cyclical"}  # explanation run -> the row whose disagreement with its paper it tests
 ARTIFACTS = RunDir.SMALL_ARTIFACTS
 
 # Published PTB test numbers (the page names the papers and READMEs they come from).
@@ -448,7 +449,7 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
         if said:
             lines += ["", f"Row `{name}`: " + "; ".join(said) + "."]
         if name in EXPLANATIONS:
-            lines += ["", f"Row `{name}` is an explanation run: it " + EXPLANATIONS[name]]
+            lines += ["", f"Row `{name}` is an explanation run: it " + EXPLANATIONS[name][1]]
     return lines
 
 
@@ -503,7 +504,7 @@ def target_lines(rows: dict, names: list[str]) -> list[str]:
                  f"PPL 96.86, KL 6.54, MI 5.31, AU 32): {say(ok, *unfinished)}"
                  + (f" ({', '.join(best)})." if best else "")
                  + (f" (not finished: {', '.join(unfinished)}.)" if ok is None and unfinished and vaes else ""))
-    for name, row in EXPLAINS.items():
+    for name, (row, _) in EXPLANATIONS.items():
         if name in names:
             lines.append(explanation_line(name, row, m(name), m(row), rows.get(name, {}).get("status")))
     return lines
