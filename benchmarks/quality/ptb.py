@@ -433,7 +433,7 @@ def convergence_lines(rows: dict, configs: dict) -> list[str]:
                        f"({ph['lr_decays']} decays); then {stopped}")
         lines.append(f"| {name} | {cfg.train.precision} / {r.get('eval_precision', cfg.eval.precision)} | {r['steps'] / EPOCH:.1f} | "
                      f"{v.get('best_step', 0) / EPOCH:.0f} | {_num(v.get('best_neg_elbo'), '.2f')} | "
-                     f"{v.get('lr_decays', '-')} | {stopped} | {r['train_seconds']:.0f} | {threads_text(r)} |")
+                     f"{v.get('lr_decays', '-') if cfg.train.lr_decay else 'none'} | {stopped} | {r['train_seconds']:.0f} | {threads_text(r)} |")
     suite = _flat(next(iter(configs.values())).train.model_dump(mode="json"))
     for name, cfg in configs.items():
         said = []
