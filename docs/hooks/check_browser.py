@@ -96,9 +96,14 @@ def measure(site: Path, browser: str, pages: list[Path] | None = None) -> dict[s
         harness.write_text(f'<!doctype html><html><body><pre id="out">pending</pre>'
                            f'<iframe id="f" style="width:{WIDTH}px;height:{HEIGHT}px;border:0"></iframe>'
                            f"<script>{script}</script></body></html>")
+        # --timeout (real milliseconds) bounds the run; the harness finishes long before it and the DOM is dumped
+        # then. --virtual-time-budget, used before, left Chromium 156 hanging past any budget in 3 to 4 runs of 6
+        # on one machine (the same site passing in between). The network flags keep it from background look-ups.
         cmd = [browser, "--headless", "--no-sandbox", "--disable-gpu", "--allow-file-access-from-files",
+               "--disable-background-networking", "--disable-component-update", "--disable-sync",
+               "--no-first-run", "--disable-quic",
                f"--user-data-dir={tmp}/profile", f"--window-size={WIDTH + 40},{HEIGHT + 200}",
-               f"--virtual-time-budget={5000 + 1500 * len(urls)}", "--dump-dom", harness.as_uri()]
+               f"--timeout={5000 + 1500 * len(urls)}", "--dump-dom", harness.as_uri()]
         res = subprocess.run(cmd, capture_output=True, text=True, timeout=120 + 10 * len(urls), check=False)
     found = re.search(r'<pre id="out">(.*?)</pre>', res.stdout, flags=re.S)
     if res.returncode != 0 or not found or found.group(1) == "pending":
