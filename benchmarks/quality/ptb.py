@@ -112,6 +112,7 @@ EXPLANATIONS = {
                     "optimizer recipe, not the schedule, decides the collapse."),
 }
 ARTIFACTS = RunDir.SMALL_ARTIFACTS
+BUSY = ("in progress", "evaluating")  # the statuses of a row that has started and not finished
 
 # Published PTB test numbers (the page names the papers and READMEs they come from).
 PUBLISHED = [
@@ -336,23 +337,19 @@ def render(rows: dict, configs: dict, args: argparse.Namespace) -> str:
         "",
         "Validation -ELBO after each epoch (one sample of z; the convergence record):",
         "",
-        "| row | " + " | ".join(f"epoch {i + 1}" for i in range(_max_epochs(rows))) + " |",
-        "|---|" + "---:|" * _max_epochs(rows),
     ]
-    lines += [f"| {name} | " + " | ".join(f"{v:.2f}" for v in _val_curve(r)) + " |" for name, r in rows.items()]
-    kl_rows = {name: _val_kl_curve(r) for name, r in rows.items() if name != "lm"}
-    kl_rows = {name: c for name, c in kl_rows.items() if c}
-    if kl_rows:
-        width = max(len(c) for c in kl_rows.values())
+    points = {name: _val_points(r) for name, r in rows.items()}  # each row's metrics.csv, read once
+    lines += _epoch_table({name: [ne for _, ne, _ in pts] for name, pts in points.items()}, ".2f")
+    kl_curves = {name: [kl for _, _, kl in pts if kl is not None] for name, pts in points.items() if name != "lm"}
+    kl_curves = {name: c for name, c in kl_curves.items() if c}  # rows that logged a KL
+    if kl_curves:
         lines += [
             "",
             "Validation KL after each epoch (nats per sentence, one sample of z; the collapse record: a row whose",
             "KL falls under 0.1 and stays there has collapsed):",
             "",
-            "| row | " + " | ".join(f"epoch {i + 1}" for i in range(width)) + " |",
-            "|---|" + "---:|" * width,
+            *_epoch_table(kl_curves, ".3f"),
         ]
-        lines += [f"| {name} | " + " | ".join(f"{v:.3f}" for v in c) + " |" for name, c in kl_rows.items()]
     extra = [(name, e) for name, r in rows.items() for e in _extra_evals(r)]
     if extra:
         lines += [
@@ -478,8 +475,7 @@ def target_lines(rows: dict, names: list[str]) -> list[str]:
     def say(ok: bool | None, *waiting: str) -> str:
         if ok is not None:
             return "**met**" if ok else "**missed**"
-        busy = ("in progress", "evaluating")
-        return "in progress" if any(rows.get(n, {}).get("status") in busy for n in waiting) else "not run yet"
+        return "in progress" if any(rows.get(n, {}).get("status") in BUSY for n in waiting) else "not run yet"
 
     lines = ["Targets (published numbers from the project's verified references):", ""]
     lm = m("lm")
@@ -515,7 +511,7 @@ def explanation_line(name: str, row: str, ran: dict | None, base: dict | None, s
     under the suite's recipe, collapsed (KL < 0.1): supported; both collapse: not supported."""
     head = f"- explanation `{name}` (why `{row}` collapses: its recipe, not its schedule): "
     if ran is None or base is None:
-        return head + ("in progress" if status in ("in progress", "evaluating") else "not run yet")
+        return head + ("in progress" if status in BUSY else "not run yet")
     if base["kl"] >= 0.1:
         return head + f"nothing to explain (`{row}` KL {base['kl']:.3f} did not collapse)."
     verdict = "**supported**" if ran["kl"] >= 0.1 else "**not supported** (both collapse)"
@@ -541,14 +537,11 @@ def _val_points(row: dict) -> list[tuple[int, float, float | None]]:
     return points
 
 
-def _val_curve(row: dict) -> list[float]:
-    """Validation -ELBO per validation pass, from the run's ``logs/metrics.csv``."""
-    return [neg_elbo for _, neg_elbo, _ in _val_points(row)]
-
-
-def _val_kl_curve(row: dict) -> list[float]:
-    """Validation KL per validation pass (empty when the run logged none, as the LM does)."""
-    return [kl for _, _, kl in _val_points(row) if kl is not None]
+def _epoch_table(curves: dict[str, list[float]], spec: str) -> list[str]:
+    """A markdown table with a row per curve and a column per epoch (at least one)."""
+    width = max([len(c) for c in curves.values()] + [1])
+    return ["| row | " + " | ".join(f"epoch {i + 1}" for i in range(width)) + " |", "|---|" + "---:|" * width,
+            *[f"| {name} | " + " | ".join(f"{v:{spec}}" for v in c) + " |" for name, c in curves.items()]]
 
 
 def _best_so_far(row: dict) -> tuple[int, str] | None:
@@ -598,10 +591,6 @@ def _precision_pairs(rows: dict, extra: list[tuple[str, dict]]) -> list[tuple[st
             b, f = by["bf16-mixed"], by["32-true"]
             out.append((name, b["iw_nll"] - f["iw_nll"], b["neg_elbo"] - f["neg_elbo"], b["kl"] - f["kl"]))
     return out
-
-
-def _max_epochs(rows: dict) -> int:
-    return max([len(_val_curve(r)) for r in rows.values()] + [1])
 
 
 def _threads() -> int:
